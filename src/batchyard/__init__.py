@@ -1,0 +1,57 @@
+"""batchyard: run a function over every item of a batch, in parallel, with durable per-item state."""
+
+from batchyard.api import Batch, arun, batch, cancel, pause, resume, run, status
+from batchyard.core.engine import Engine
+from batchyard.core.errors import (
+    BatchyardError,
+    ConfigError,
+    InputError,
+    InvalidTransition,
+    NotFound,
+    PermanentError,
+    ProcessorNotFound,
+    SchemaVersionError,
+)
+from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, ItemInfo, NewItem, Priority
+from batchyard.core.processor import Context, Item, Processor, processor
+from batchyard.core.retry import RetryPolicy
+from batchyard.core.states import BatchStatus, ItemStatus, PauseReason
+from batchyard.store import open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "BatchInfo",
+    "BatchSpec",
+    "BatchStatus",
+    "BatchyardError",
+    "ConfigError",
+    "Context",
+    "Engine",
+    "FailurePolicy",
+    "InputError",
+    "InvalidTransition",
+    "Item",
+    "ItemInfo",
+    "ItemStatus",
+    "NewItem",
+    "NotFound",
+    "PauseReason",
+    "PermanentError",
+    "Priority",
+    "Processor",
+    "ProcessorNotFound",
+    "RetryPolicy",
+    "SchemaVersionError",
+    "__version__",
+    "arun",
+    "batch",
+    "cancel",
+    "open_store",
+    "pause",
+    "processor",
+    "resume",
+    "run",
+    "status",
+]

@@ -1,0 +1,3 @@
+from batchyard.cli.main import main
+
+main()

@@ -1,0 +1,23 @@
+"""Every tunable default, in one place."""
+
+from __future__ import annotations
+
+STORE_DIR = ".batchyard"
+STORE_FILE = "batchyard.db"
+
+LEASE_SECONDS = 30.0          # a worker silent this long is presumed dead; its items are reclaimed
+HEARTBEAT_FRACTION = 1 / 3    # heartbeat every lease/3
+GRACE_SECONDS = 10.0          # in-flight items get this long to finish on SIGTERM/SIGINT
+
+MAX_CLAIM = 4000              # items per claim transaction
+BUFFER_SECONDS = 0.25         # claim ahead about this much work
+FLUSH_ITEMS = 4000            # group commit when this many outcomes wait ...
+FLUSH_SECONDS = 0.05          # ... or the oldest has waited this long
+IDLE_POLL_SECONDS = 0.25      # how often an idle worker looks for work
+STATE_POLL_SECONDS = 0.25     # how often a worker checks pause/cancel of batches it holds
+INSERT_CHUNK = 5000           # items per insert statement when a batch is created
+
+PARALLEL = 8                  # parallel items per batch unless told otherwise
+LOST_ATTEMPTS_GRACE = 5       # a worker lost this many times beyond max_attempts fails the item
+SQLITE_BUSY_TIMEOUT_MS = 30000
+TRACEBACK_TAIL_CHARS = 2000

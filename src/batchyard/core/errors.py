@@ -1,0 +1,82 @@
+"""The batchyard error tree.
+
+    BatchyardError
+    ├── ConfigError            bad settings, unknown store URL, processor module that fails to import
+    ├── ProcessorNotFound      no processor registered under that name
+    ├── InputError             bad input; carries every problem found (file, line, column, reason)
+    ├── NotFound               no batch / item with that id
+    ├── InvalidTransition      the state table forbids this change (the REST API answers 409)
+    └── SchemaVersionError     the store's schema is newer or older than this code knows
+
+    PermanentError             raised *by processors*: fail the item now, do not retry
+
+HTTP status codes for these live in the server package, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BatchyardError(Exception):
+    """Base class of every error batchyard raises on purpose."""
+
+
+class ConfigError(BatchyardError):
+    pass
+
+
+class ProcessorNotFound(BatchyardError):
+    pass
+
+
+class NotFound(BatchyardError):
+    pass
+
+
+class InvalidTransition(BatchyardError):
+    def __init__(self, kind: str, ident: str, current: str, action: str) -> None:
+        self.kind, self.ident, self.current, self.action = kind, ident, current, action
+        super().__init__(f"cannot {action} {kind} {ident}: it is {current}")
+
+
+class SchemaVersionError(BatchyardError):
+    pass
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One problem in an input: where it is and what was expected."""
+
+    line: int | None
+    reason: str
+    column: str | None = None
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.source:
+            where.append(self.source)
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.reason}" if prefix else self.reason
+
+
+class InputError(BatchyardError):
+    """Bad input. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[InputProblem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [InputProblem(line=None, reason=problems)]
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{len(problems)} input {noun}:\n{shown}{more}")
+
+
+class PermanentError(Exception):
+    """Raise from a processor to fail the item at once, without retries."""

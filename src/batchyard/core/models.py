@@ -1,0 +1,196 @@
+"""Values every layer shares: what a batch is created with, what status reads return, item views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchyard.core.states import BatchStatus, ItemStatus
+
+DEFAULT_TENANT = "default"
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PRIORITY_RANK = {Priority.HIGH: 2, Priority.NORMAL: 1, Priority.LOW: 0}
+RANK_PRIORITY = {v: k for k, v in PRIORITY_RANK.items()}
+
+
+def ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+class FailurePolicy(BaseModel):
+    """Stop the batch when more than ``max_failures`` items, or more than ``max_failure_rate`` of all
+    items, have failed. The remaining items are then cancelled and the batch ends ``failed``."""
+
+    model_config = ConfigDict(frozen=True)
+    max_failures: int | None = Field(None, ge=0)
+    max_failure_rate: float | None = Field(None, ge=0, le=1)
+
+    def tripped(self, failed: int, total: int) -> str | None:
+        if self.max_failures is not None and failed > self.max_failures:
+            return f"{failed} items failed, more than max_failures={self.max_failures}"
+        if self.max_failure_rate is not None and total and failed / total > self.max_failure_rate:
+            return (f"{failed} of {total} items failed ({failed / total:.1%}), "
+                    f"more than max_failure_rate={self.max_failure_rate:g}")
+        return None
+
+
+class BatchSpec(BaseModel):
+    """Everything a batch is created with, apart from its items."""
+
+    processor: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    parallel: int = Field(8, ge=1, le=100_000)
+    priority: Priority = Priority.NORMAL
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+    max_attempts: int = Field(3, ge=1)
+    webhook: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    tenant: str = DEFAULT_TENANT
+    source: str | None = None
+    fingerprint: str | None = None
+    cost_per_item: float = 0.0
+    cost_unit: str = "USD"
+
+    @field_validator("tags")
+    @classmethod
+    def _strip_tags(cls, v: list[str]) -> list[str]:
+        return [t.strip() for t in v if t.strip()]
+
+
+class Counts(BaseModel):
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+
+class BatchInfo(BaseModel):
+    """A batch as every surface reports it. Reads are O(1): counters live on the batch row."""
+
+    batch_id: str
+    tenant: str
+    processor: str
+    status: BatchStatus
+    pause_reason: str | None = None
+    status_reason: str | None = None
+    priority: Priority
+    parallel: int
+    params: dict[str, Any]
+    failure_policy: FailurePolicy
+    max_attempts: int
+    webhook: str | None
+    description: str | None
+    tags: list[str]
+    source: str | None
+    fingerprint: str | None
+    items_total: int
+    items_pending: int
+    items_running: int
+    items_succeeded: int
+    items_failed: int
+    items_cancelled: int
+    attempts_total: int
+    cost_total: float
+    cost_unit: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    active_seconds: float = Field(description="Seconds spent in the running state so far.")
+    progress_percent: float = 0.0
+    throughput_per_s: float | None = None
+    estimated_completion: datetime | None = None
+
+    @model_validator(mode="after")
+    def _derive(self) -> BatchInfo:
+        done = self.items_succeeded + self.items_failed + self.items_cancelled
+        self.progress_percent = round(100.0 * done / self.items_total, 2) if self.items_total else 100.0
+        processed = self.items_succeeded + self.items_failed
+        if self.active_seconds > 0 and processed:
+            self.throughput_per_s = round(processed / self.active_seconds, 3)
+        remaining = self.items_pending + self.items_running
+        if self.status == BatchStatus.RUNNING and self.throughput_per_s and remaining:
+            eta = remaining / self.throughput_per_s
+            self.estimated_completion = datetime.fromtimestamp(self.updated_at.timestamp(), UTC) \
+                if eta <= 0 else datetime.fromtimestamp(datetime.now(UTC).timestamp() + eta, UTC)
+        elif self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED):
+            self.estimated_completion = self.completed_at
+        return self
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(total=self.items_total, pending=self.items_pending, running=self.items_running,
+                      succeeded=self.items_succeeded, failed=self.items_failed,
+                      cancelled=self.items_cancelled)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+
+
+class ItemError(BaseModel):
+    type: str
+    message: str
+    traceback: str | None = None
+    attempt: int | None = None
+    at: datetime | None = None
+
+
+class ItemInfo(BaseModel):
+    batch_id: str
+    item_id: str
+    seq: int
+    status: ItemStatus
+    attempts: int
+    payload: Any
+    result: Any = None
+    error: ItemError | None = None
+    errors: list[ItemError] = Field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    cost: float | None = None
+    not_before: datetime | None = None
+
+
+class NewItem(BaseModel):
+    """An item to add to a batch: an optional caller-chosen id and the payload."""
+
+    key: str | None = None
+    payload: Any = None
+
+
+class WorkerInfo(BaseModel):
+    worker_id: str
+    name: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    processors: list[str]
+    concurrency: int
+    running: dict[str, int] = Field(default_factory=dict)
+
+
+def new_batch_id() -> str:
+    """Sortable and unique: ``batch_20250828_140600_a1b2c3d4``."""
+    import secrets
+
+    return f"batch_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(4)}"

@@ -1,0 +1,54 @@
+"""Retry as a pure decision: (error, attempt, policy) -> retry at T, or give up."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: delay = uniform(0, min(max_delay, base * factor**(n-1)))."""
+
+    max_attempts: int = 3
+    base_delay: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.base_delay < 0 or self.max_delay < 0 or self.factor < 1:
+            raise ValueError("delays must be >= 0 and factor >= 1")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before the attempt that follows attempt number ``attempt`` (1-based)."""
+        ceiling = min(self.max_delay, self.base_delay * self.factor ** max(0, attempt - 1))
+        if not self.jitter:
+            return ceiling
+        # Never less than a tenth of the ceiling, so a retry storm still spreads out.
+        return (rng or random).uniform(ceiling * 0.1, ceiling)
+
+
+@dataclass(frozen=True)
+class Retry:
+    at: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+
+
+def decide(
+    attempt: int, policy: RetryPolicy, now: float, *, permanent: bool = False,
+    rng: random.Random | None = None,
+) -> Retry | GiveUp:
+    """After attempt number ``attempt`` failed: retry at a time, or give up."""
+    if permanent:
+        return GiveUp("permanent error")
+    if attempt >= policy.max_attempts:
+        return GiveUp(f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}")
+    return Retry(now + policy.delay(attempt, rng))

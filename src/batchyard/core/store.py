@@ -1,0 +1,98 @@
+"""The Store protocol: the few primitives the engine, worker and surfaces need from a database.
+
+Stores implement it (``batchyard.store.sqlite``, ``batchyard.store.postgres``); ``core`` never imports
+them. Hot-path values are plain tuples so that a million items do not mean a million objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from batchyard.core.models import BatchInfo, BatchSpec, ItemInfo, NewItem, WorkerInfo
+from batchyard.core.scheduling import Held
+
+
+class Claimed(NamedTuple):
+    rowid: int
+    seq: int
+    key: str | None
+    payload: str  # JSON text; decoded by the worker lane that runs it
+    attempts: int
+
+
+class Outcome(NamedTuple):
+    batch_pk: int
+    rowid: int
+    kind: str  # "ok" | "fail" | "retry"
+    result: str | None  # JSON text
+    error: str | None  # JSON text
+    started: float
+    finished: float
+    cost: float | None
+    not_before: float | None
+
+
+OK, FAIL, RETRY = "ok", "fail", "retry"
+
+
+@dataclass(frozen=True)
+class BatchRuntime:
+    """What a worker needs to run a batch's items."""
+
+    pk: int
+    batch_id: str
+    processor: str
+    params: dict[str, Any]
+    max_attempts: int
+    status: str
+    cost_per_item: float
+
+
+@dataclass
+class ClaimResult:
+    grants: dict[int, int] = field(default_factory=dict)
+    items: dict[int, list[Claimed]] = field(default_factory=dict)
+    batches: dict[int, BatchRuntime] = field(default_factory=dict)
+
+
+@dataclass
+class RecordResult:
+    accepted: int = 0
+    refused: int = 0
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+
+    def close(self) -> None: ...
+
+    # batches
+    def create_batch(self, spec: BatchSpec, items: Iterable[NewItem], start: bool = True) -> BatchInfo: ...
+    def get_batch(self, batch_id: str) -> BatchInfo: ...
+    def find_resumable(self, fingerprint: str) -> BatchInfo | None: ...
+    def list_batches(self, *, status: str | None = None, processor: str | None = None,
+                     tag: str | None = None, limit: int = 100, before: str | None = None) -> list[BatchInfo]: ...
+    def transition(self, batch_id: str, action: str, reason: str | None = None) -> BatchInfo: ...
+    def delete_batch(self, batch_id: str) -> None: ...
+    def cleanup(self, older_than: float) -> list[str]: ...
+
+    # items
+    def iter_items(self, batch_id: str, *, status: str | None = None, after_seq: int = 0,
+                   limit: int | None = None) -> Iterator[ItemInfo]: ...
+    def get_item(self, batch_id: str, item_id: str) -> ItemInfo: ...
+
+    # workers
+    def register_worker(self, name: str, processors: list[str], concurrency: int) -> int: ...
+    def heartbeat(self, worker_pk: int, running: dict[str, int]) -> bool: ...
+    def unregister_worker(self, worker_pk: int) -> None: ...
+    def list_workers(self) -> list[WorkerInfo]: ...
+    def claim(self, worker_pk: int, processors: dict[str, Any], capacity: int,
+              held: dict[int, Held], only: set[str] | None = None) -> ClaimResult: ...
+    def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult: ...
+    def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None: ...
+    def drop_slots(self, worker_pk: int, batch_pk: int) -> None: ...
+    def reap(self, lease_seconds: float) -> int: ...
+    def batch_states(self, pks: Iterable[int]) -> dict[int, str]: ...

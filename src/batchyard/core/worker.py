@@ -1,0 +1,386 @@
+"""The worker: claim items in chunks, run them in lanes, record outcomes in group commits.
+
+One *pump* thread talks to the store (claims, group commits, heartbeats, reaping, pause/cancel
+checks); no SQL runs anywhere else. Each batch the worker holds has a runner whose *lanes* (threads,
+coroutines on one event loop, or threads each driving a child process) take items from the runner's
+buffer and append outcomes to one queue the pump drains. Lanes never block on the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from batchyard.core import defaults
+from batchyard.core.execute import Attempt, ChildProcess, ainvoke, invoke, timed_out, to_outcome
+from batchyard.core.processor import Processor
+from batchyard.core.scheduling import Held, buffer_target
+from batchyard.core.states import BatchStatus
+from batchyard.core.store import BatchRuntime, Claimed, Outcome, Store
+
+log = logging.getLogger("batchyard.worker")
+
+
+class Runner:
+    """The items a worker holds for one batch, and the lanes that run them."""
+
+    def __init__(self, worker: Worker, rt: BatchRuntime, proc: Processor) -> None:
+        self.worker = worker
+        self.rt = rt
+        self.proc = proc
+        self.policy = dataclasses.replace(proc.retry, max_attempts=rt.max_attempts)
+        self.buffer: deque[Claimed] = deque()
+        self.grant = 0
+        self.closed = False
+        self.avg: float | None = None
+        # lane index -> (claimed item, start time, token); a lane whose token changed was abandoned
+        self.current: dict[int, tuple[Claimed, float, object]] = {}
+        self.lanes: dict[int, object] = {}
+        self.has_work = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.current)
+
+    def held(self) -> Held:
+        return Held(buffered=len(self.buffer), in_flight=self.in_flight, avg_duration=self.avg)
+
+    def add(self, items: list[Claimed]) -> None:
+        self.buffer.extend(items)
+        self.has_work.set()
+        self.worker.loop_wake(self)
+
+    def set_grant(self, grant: int) -> None:
+        self.grant = grant
+        with self._lock:
+            for idx in range(grant):
+                if idx not in self.lanes:
+                    self._spawn(idx)
+        self.has_work.set()
+        self.worker.loop_wake(self)
+
+    def _spawn(self, idx: int) -> None:
+        """Start lane ``idx`` (caller holds the lock); the token is set before the lane can look at it."""
+        token = object()
+        self.lanes[idx] = token
+        if self.proc.mode == "async":
+            self.worker.async_loop().call_soon_threadsafe(
+                lambda: self.worker.async_loop().create_task(self._async_lane(idx, token)))
+        else:
+            threading.Thread(target=self._thread_lane, args=(idx, token), daemon=True,
+                             name=f"batchyard-lane-{self.rt.batch_id}-{idx}").start()
+
+    def _next(self, idx: int, token: object) -> Claimed | None:
+        """The lane's next item; None when the lane should stop."""
+        while True:
+            if self.closed or idx >= self.grant or self.lanes.get(idx) is not token:
+                with self._lock:
+                    if self.lanes.get(idx) is token:
+                        del self.lanes[idx]
+                return None
+            try:
+                c = self.buffer.popleft()
+            except IndexError:
+                self.worker.wake.set()
+                self.has_work.clear()
+                if not self.buffer:
+                    self.has_work.wait(0.1)
+                continue
+            if len(self.buffer) < self.worker.low_water(self):
+                self.worker.wake.set()
+            return c
+
+    def _done(self, idx: int, token: object, c: Claimed, a: Attempt) -> None:
+        cur = self.current.get(idx)
+        if cur is None or cur[2] is not token:
+            return  # abandoned after a timeout: the pump already recorded this item
+        d = a.finished - a.started
+        self.avg = d if self.avg is None else self.avg * 0.9 + d * 0.1
+        self.worker.outcomes.append(to_outcome(a, c, self.rt, self.policy))
+        del self.current[idx]
+
+    def _thread_lane(self, idx: int, token: object) -> None:
+        child = ChildProcess(self.worker.sources) if self.proc.mode == "process" else None
+        try:
+            while (c := self._next(idx, token)) is not None:
+                self.current[idx] = (c, time.time(), token)
+                a = child.run(self.proc, self.rt, c) if child else invoke(self.proc, self.rt, c)
+                self._done(idx, token, c, a)
+                if len(self.worker.outcomes) >= defaults.FLUSH_ITEMS:
+                    self.worker.wake.set()
+        finally:
+            if child:
+                child.close()
+
+    async def _async_lane(self, idx: int, token: object) -> None:
+        while True:
+            if self.closed or idx >= self.grant or self.lanes.get(idx) is not token:
+                with self._lock:
+                    if self.lanes.get(idx) is token:
+                        del self.lanes[idx]
+                return
+            try:
+                c = self.buffer.popleft()
+            except IndexError:
+                self.worker.wake.set()
+                await self.worker.async_event(self).wait()
+                self.worker.async_event(self).clear()
+                continue
+            if len(self.buffer) < self.worker.low_water(self):
+                self.worker.wake.set()
+            self.current[idx] = (c, time.time(), token)
+            self._done(idx, token, c, await ainvoke(self.proc, self.rt, c))
+
+    def check_timeouts(self, now: float) -> None:
+        """Thread lanes cannot be interrupted: record a timeout and replace the stuck lane."""
+        t = self.proc.timeout
+        if not t or self.proc.mode != "thread":
+            return
+        for idx, (c, started, token) in list(self.current.items()):
+            if now - started > t and self.current.get(idx, (None, None, None))[2] is token:
+                del self.current[idx]
+                self.worker.outcomes.append(to_outcome(timed_out(self.proc, c, started), c, self.rt, self.policy))
+                with self._lock:
+                    if self.lanes.get(idx) is token and not self.closed:
+                        self._spawn(idx)
+
+    def take_buffer(self) -> list[Claimed]:
+        out = []
+        while True:
+            try:
+                out.append(self.buffer.popleft())
+            except IndexError:
+                return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.has_work.set()
+        self.worker.loop_wake(self)
+
+
+class Worker:
+    """Runs items of every runnable batch whose processor it has, until stopped."""
+
+    def __init__(self, store: Store, processors: list[Processor], *, concurrency: int = defaults.PARALLEL,
+                 name: str | None = None, lease_seconds: float = defaults.LEASE_SECONDS,
+                 sources: list[str] | None = None, on_cycle: Callable[[Worker], None] | None = None,
+                 only: set[str] | None = None) -> None:
+        self.store = store
+        self.processors = {p.name: p for p in processors}
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.lease_seconds = lease_seconds
+        self.sources = list(sources or [])
+        self.on_cycle = on_cycle
+        self.only = only  # restrict to these batch ids (``batchyard run`` runs its own batch only)
+        self.runners: dict[int, Runner] = {}
+        self.outcomes: deque[Outcome] = deque()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.worker_pk: int | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[int, asyncio.Event] = {}
+        self._failed: BaseException | None = None
+        self.recorded = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.store.reap(self.lease_seconds)
+        self.worker_pk = self.store.register_worker(self.name, sorted(self.processors), self.concurrency)
+        self._thread = threading.Thread(target=self._pump_safe, name="batchyard-pump", daemon=True)
+        self._thread.start()
+
+    def stop(self, grace: float = defaults.GRACE_SECONDS) -> None:
+        """Stop claiming, release buffered items, give in-flight items ``grace`` seconds, release the rest."""
+        self.stopping = True
+        self._grace_deadline = time.monotonic() + grace
+        self.wake.set()
+        if self._thread:
+            self._thread.join()
+        if self._failed:
+            raise self._failed
+
+    def stop_now(self) -> None:
+        self.stop(grace=0)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    # -- helpers for runners -------------------------------------------------------------------
+
+    def async_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="batchyard-async", daemon=True).start()
+            self._loop = loop
+        return self._loop
+
+    def async_event(self, runner: Runner) -> asyncio.Event:
+        ev = self._events.get(runner.rt.pk)
+        if ev is None:
+            ev = self._events[runner.rt.pk] = asyncio.Event()
+        return ev
+
+    def loop_wake(self, runner: Runner) -> None:
+        if runner.proc.mode == "async" and self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self.async_event(runner).set())
+
+    def low_water(self, runner: Runner) -> int:
+        return buffer_target(runner.grant, runner.avg) // 2
+
+    # -- the pump ------------------------------------------------------------------------------
+
+    def _pump_safe(self) -> None:
+        try:
+            self._pump()
+        except BaseException as exc:  # surfaced by stop(); the process must not hang on a dead pump
+            log.exception("worker pump failed")
+            self._failed = exc
+            self.stopping = True
+            for r in self.runners.values():
+                r.close()
+
+    def _pump(self) -> None:
+        store = self.store
+        assert self.worker_pk is not None
+        heartbeat_every = self.lease_seconds * defaults.HEARTBEAT_FRACTION
+        reap_every = self.lease_seconds / 2
+        next_heartbeat = next_reap = next_state = next_claim = 0.0
+        last_flush = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            if len(self.outcomes) >= defaults.FLUSH_ITEMS or \
+                    (self.outcomes and now - last_flush >= defaults.FLUSH_SECONDS):
+                self._flush()
+                last_flush = now
+            for r in self.runners.values():
+                r.check_timeouts(time.time())
+            if now >= next_state and self.runners:
+                self._check_states()
+                next_state = now + defaults.STATE_POLL_SECONDS
+            if now >= next_claim or self._hungry():
+                got = self._claim()
+                next_claim = now + (defaults.FLUSH_SECONDS if got else defaults.IDLE_POLL_SECONDS)
+            if now >= next_heartbeat:
+                running = {r.rt.batch_id: r.in_flight + len(r.buffer) for r in self.runners.values()}
+                if not store.heartbeat(self.worker_pk, running):
+                    self._lost_lease()
+                next_heartbeat = now + heartbeat_every
+            if now >= next_reap:
+                store.reap(self.lease_seconds)
+                next_reap = now + reap_every
+            if self.on_cycle:
+                self.on_cycle(self)
+            self.wake.wait(defaults.FLUSH_SECONDS if (self.outcomes or self.runners) else defaults.IDLE_POLL_SECONDS)
+            self.wake.clear()
+        self._shutdown()
+
+    def _hungry(self) -> bool:
+        return any(len(r.buffer) < self.low_water(r) and not r.closed for r in self.runners.values())
+
+    def _claim(self) -> int:
+        assert self.worker_pk is not None
+        held = {pk: r.held() for pk, r in self.runners.items() if not r.closed}
+        res = self.store.claim(self.worker_pk, self.processors, self.concurrency, held, self.only)
+        n = 0
+        for pk, grant in res.grants.items():
+            runner = self.runners.get(pk)
+            if runner is None or runner.closed:
+                if not grant and pk not in res.items:
+                    continue
+                rt = res.batches[pk]
+                runner = self.runners[pk] = Runner(self, rt, self.processors[rt.processor])
+            items = res.items.get(pk)
+            if items:
+                runner.add(items)
+                n += len(items)
+            runner.set_grant(grant)
+        for pk, runner in list(self.runners.items()):
+            if pk not in res.grants:
+                runner.set_grant(0)
+            self._retire_if_idle(pk, runner)
+        return n
+
+    def _retire_if_idle(self, pk: int, runner: Runner) -> None:
+        if runner.grant == 0 and not runner.buffer and not runner.current:
+            runner.close()
+            del self.runners[pk]
+
+    def _flush(self) -> None:
+        batch = []
+        pop = self.outcomes.popleft
+        try:
+            while True:
+                batch.append(pop())
+        except IndexError:
+            pass
+        if batch:
+            assert self.worker_pk is not None
+            res = self.store.record(self.worker_pk, batch)
+            self.recorded += res.accepted
+            if res.refused:
+                log.warning("%d outcomes refused: their leases had been taken over", res.refused)
+
+    def _check_states(self) -> None:
+        states = self.store.batch_states(self.runners)
+        for pk, runner in list(self.runners.items()):
+            status = states.get(pk)
+            if status != BatchStatus.RUNNING:
+                # paused, cancelling or gone: stop claiming, hand back what has not started
+                runner.set_grant(0)
+                self._release(runner)
+                if status is None:
+                    runner.close()
+            self._retire_if_idle(pk, runner)
+
+    def _release(self, runner: Runner) -> None:
+        items = runner.take_buffer()
+        if items:
+            assert self.worker_pk is not None
+            self.store.release(self.worker_pk, runner.rt.pk, [c.rowid for c in items])
+
+    def _lost_lease(self) -> None:
+        """The store reaped this worker (it stalled past its lease): drop everything, start afresh."""
+        log.warning("worker %s lost its lease; its items were reclaimed by others", self.name)
+        for r in self.runners.values():
+            r.take_buffer()
+            r.current.clear()
+            r.close()
+        self.runners.clear()
+        self.outcomes.clear()
+        self.worker_pk = self.store.register_worker(self.name, sorted(self.processors), self.concurrency)
+
+    def _shutdown(self) -> None:
+        for r in self.runners.values():
+            r.set_grant(0)
+            self._release(r)
+        deadline = getattr(self, "_grace_deadline", time.monotonic())
+        while any(r.current for r in self.runners.values()) and time.monotonic() < deadline:
+            if self.outcomes:
+                self._flush()
+            time.sleep(0.02)
+        for r in self.runners.values():
+            r.close()
+        self._flush()
+        # Items still in flight go back to pending with their attempt counted.
+        assert self.worker_pk is not None
+        self.store.unregister_worker(self.worker_pk)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "runners": {r.rt.batch_id: {"grant": r.grant, "buffered": len(r.buffer),
+                                                             "in_flight": r.in_flight}
+                                              for r in self.runners.values()}}

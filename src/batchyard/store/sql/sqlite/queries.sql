@@ -1,0 +1,126 @@
+-- name: insert_batch
+INSERT INTO batches (id, tenant, processor, status, priority, parallel, max_attempts, spec, fingerprint,
+                     created_at, updated_at, started_at, running_since)
+VALUES (:id, :tenant, :processor, :status, :priority, :parallel, :max_attempts, :spec, :fingerprint,
+        :now, :now, :started_at, :started_at);
+
+-- name: next_item_id
+SELECT COALESCE(MAX(id), 0) + 1 FROM items;
+
+-- name: insert_item
+INSERT INTO items (id, key, payload) VALUES (?, ?, ?);
+
+-- name: finish_insert
+UPDATE batches SET first_item = :first, last_item = :last, items_total = :n, items_pending = :n
+WHERE pk = :pk;
+
+-- name: get_batch
+SELECT * FROM batches WHERE id = ?;
+
+-- name: find_resumable
+SELECT * FROM batches WHERE fingerprint = ? AND status != 'cancelled' ORDER BY pk DESC LIMIT 1;
+
+-- name: runnable_batches
+SELECT pk, id, processor, priority, parallel, items_pending, items_running, last_claim_at, first_item,
+       last_item, status, spec, max_attempts, failing
+FROM batches
+WHERE status = 'running';
+
+-- name: slots_of_others
+SELECT s.batch_pk, b.processor, SUM(s.slots)
+FROM slots s JOIN batches b ON b.pk = s.batch_pk
+WHERE s.worker_pk != ?
+GROUP BY s.batch_pk, b.processor;
+
+-- name: claim_items
+UPDATE items SET status = 1, worker = :worker, attempts = attempts + 1
+WHERE id IN (SELECT id FROM items
+             WHERE status = 0 AND id BETWEEN :first AND :last
+               AND (not_before IS NULL OR not_before <= :now)
+             ORDER BY id LIMIT :n)
+RETURNING id, key, payload, attempts;
+
+-- name: count_claimed
+UPDATE batches SET items_pending = items_pending - :n, items_running = items_running + :n,
+                   attempts_total = attempts_total + :n, last_claim_at = :now, updated_at = :now
+WHERE pk = :pk;
+
+-- name: upsert_slots
+INSERT INTO slots (worker_pk, batch_pk, slots) VALUES (?, ?, ?)
+ON CONFLICT (worker_pk, batch_pk) DO UPDATE SET slots = excluded.slots;
+
+-- name: delete_slots
+DELETE FROM slots WHERE worker_pk = ? AND batch_pk = ?;
+
+-- name: get_bucket
+SELECT tokens, updated_at FROM rate_buckets WHERE processor = ?;
+
+-- name: put_bucket
+INSERT INTO rate_buckets (processor, tokens, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (processor) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+
+-- name: record_ok
+UPDATE items SET status = 2, result = ?, started_at = ?, finished_at = ?, cost = ?, worker = NULL
+WHERE id = ? AND status = 1 AND worker = ?;
+
+-- name: record_fail
+UPDATE items SET status = 3, error = ?1, errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?1)),
+                 result = ?2, started_at = ?3, finished_at = ?4, cost = ?5, worker = NULL
+WHERE id = ?6 AND status = 1 AND worker = ?7;
+
+-- name: record_retry
+UPDATE items SET status = 0, error = ?1, errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?1)),
+                 not_before = ?2, started_at = ?3, finished_at = ?4, cost = ?5, worker = NULL
+WHERE id = ?6 AND status = 1 AND worker = ?7;
+
+-- name: count_recorded
+UPDATE batches SET items_running = items_running - :ok - :fail - :retry,
+                   items_succeeded = items_succeeded + :ok, items_failed = items_failed + :fail,
+                   items_pending = items_pending + :retry, cost_total = cost_total + :cost,
+                   updated_at = :now
+WHERE pk = :pk;
+
+-- name: batch_by_pk
+SELECT * FROM batches WHERE pk = ?;
+
+-- name: cancel_pending_items
+UPDATE items SET status = 4 WHERE status = 0 AND id BETWEEN ? AND ?;
+
+-- name: release_items
+UPDATE items SET status = :to, worker = NULL, attempts = attempts - 1
+WHERE id = :id AND status = 1 AND worker = :worker;
+
+-- name: register_worker
+INSERT INTO workers (id, name, hostname, pid, pid_started, processors, concurrency, started_at, heartbeat_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = ?, running = ? WHERE pk = ?;
+
+-- name: delete_worker
+DELETE FROM workers WHERE pk = ?;
+
+-- name: worker_slots_delete
+DELETE FROM slots WHERE worker_pk = ?;
+
+-- name: all_workers
+SELECT * FROM workers ORDER BY pk;
+
+-- name: batches_with_running
+SELECT pk, first_item, last_item, status, max_attempts FROM batches WHERE items_running > 0;
+
+-- name: retry_failed_items
+UPDATE items SET status = 0, attempts = 0, not_before = NULL WHERE status = 3 AND id BETWEEN ? AND ?;
+
+-- name: delete_items
+DELETE FROM items WHERE id BETWEEN ? AND ?;
+
+-- name: delete_batch
+DELETE FROM batches WHERE pk = ?;
+
+-- name: old_final_batches
+SELECT pk, id, first_item, last_item FROM batches
+WHERE status IN ('completed', 'failed', 'cancelled') AND COALESCE(completed_at, updated_at) < ?;
+
+-- name: batch_states
+SELECT pk, status FROM batches WHERE pk IN (SELECT value FROM json_each(?));

@@ -1,0 +1,628 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Durability settings, stated once: ``journal_mode=WAL`` (readers never block the writer),
+``synchronous=NORMAL`` (a committed transaction survives the process being killed; only an OS crash or
+power loss can drop the last few commits), ``busy_timeout`` so concurrent writers wait instead of
+failing, and every write transaction opened with ``BEGIN IMMEDIATE`` so it takes the write lock up front
+and never fails half-way on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from batchyard.core import defaults, states
+from batchyard.core.errors import ConfigError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.limits import take_tokens
+from batchyard.core.models import (
+    PRIORITY_RANK,
+    RANK_PRIORITY,
+    BatchInfo,
+    BatchSpec,
+    ItemError,
+    ItemInfo,
+    NewItem,
+    WorkerInfo,
+    new_batch_id,
+    ts,
+)
+from batchyard.core.scheduling import Held, Runnable, plan
+from batchyard.core.states import ITEM_CODE, ITEM_FROM_CODE, BatchStatus
+from batchyard.core.store import (
+    FAIL,
+    OK,
+    RETRY,
+    BatchRuntime,
+    Claimed,
+    ClaimResult,
+    Outcome,
+    RecordResult,
+)
+from batchyard.store.sql import migrations, queries
+
+Q = queries("sqlite")
+PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": defaults.SQLITE_BUSY_TIMEOUT_MS,
+    "foreign_keys": "off",
+    "cache_size": -64000,
+    "temp_store": "memory",
+}
+_SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "source", "cost_per_item",
+              "cost_unit")
+
+
+class SQLiteStore:
+    """A Store over one SQLite database file. Safe to share between threads (one connection each)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._hostname = socket.gethostname()
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=defaults.SQLITE_BUSY_TIMEOUT_MS / 1000)
+            for name, value in PRAGMAS.items():
+                conn.execute(f"PRAGMA {name} = {value}")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def pragma(self, name: str) -> Any:
+        return self._conn().execute(f"PRAGMA {name}").fetchone()[0]
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        known = migrations("sqlite")
+        latest = known[-1][0]
+        with self._write() as conn:
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            current = 0
+            if has_meta:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                current = int(row[0]) if row else 0
+            if current > latest:
+                raise SchemaVersionError(
+                    f"store {self.path} has schema version {current}, newer than this batchyard knows "
+                    f"({latest}); upgrade batchyard")
+            for version, sql in known:
+                if version > current:
+                    for stmt in _statements(sql):
+                        conn.execute(stmt)
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                                 (str(version),))
+
+    def schema_version(self) -> int:
+        return int(self._conn().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def create_batch(self, spec: BatchSpec, items: Iterable[NewItem | tuple[str | None, Any]],
+                     start: bool = True) -> BatchInfo:
+        now = time.time()
+        batch_id = new_batch_id()
+        dumps = json.dumps
+        spec_json = spec.model_dump_json(include=set(_SPEC_KEYS))
+        with self._write() as conn:
+            cur = conn.execute(Q["insert_batch"], {
+                "id": batch_id, "tenant": spec.tenant, "processor": spec.processor,
+                "status": BatchStatus.RUNNING if start else BatchStatus.PENDING,
+                "priority": PRIORITY_RANK[spec.priority], "parallel": spec.parallel,
+                "max_attempts": spec.max_attempts, "spec": spec_json, "fingerprint": spec.fingerprint,
+                "now": now, "started_at": now if start else None})
+            pk = cur.lastrowid
+            first = conn.execute(Q["next_item_id"]).fetchone()[0]
+            next_id = first
+            chunk: list[tuple[int, str | None, str]] = []
+            insert = Q["insert_item"]
+            for item in items:
+                if isinstance(item, NewItem):
+                    key, payload = item.key, item.payload
+                else:
+                    key, payload = item
+                chunk.append((next_id, key, dumps(payload)))
+                next_id += 1
+                if len(chunk) >= defaults.INSERT_CHUNK:
+                    conn.executemany(insert, chunk)
+                    chunk.clear()
+            if chunk:
+                conn.executemany(insert, chunk)
+            n = next_id - first
+            conn.execute(Q["finish_insert"], {"first": first, "last": next_id - 1, "n": n, "pk": pk})
+            if start and n == 0:
+                self._settle(conn, pk, now)
+        return self.get_batch(batch_id)
+
+    def get_batch(self, batch_id: str) -> BatchInfo:
+        row = self._conn().execute(Q["get_batch"], (batch_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        return _batch_info(row)
+
+    def find_resumable(self, fingerprint: str) -> BatchInfo | None:
+        row = self._conn().execute(Q["find_resumable"], (fingerprint,)).fetchone()
+        return _batch_info(row) if row else None
+
+    def list_batches(self, *, status: str | None = None, processor: str | None = None,
+                     tag: str | None = None, limit: int = 100, before: str | None = None) -> list[BatchInfo]:
+        sql = "SELECT * FROM batches WHERE 1=1"
+        args: list[Any] = []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if processor:
+            sql += " AND processor = ?"
+            args.append(processor)
+        if tag:
+            sql += " AND EXISTS (SELECT 1 FROM json_each(spec, '$.tags') WHERE value = ?)"
+            args.append(tag)
+        if before:
+            sql += " AND id < ?"
+            args.append(before)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [_batch_info(r) for r in self._conn().execute(sql, args)]
+
+    def transition(self, batch_id: str, action: str, reason: str | None = None) -> BatchInfo:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}")
+            if action == "retry" and row["status"] in (BatchStatus.COMPLETED, BatchStatus.FAILED) \
+                    and row["items_failed"] == 0:
+                return _batch_info(row)
+            target = states.apply(batch_id, row["status"], action)
+            sets = {"status": target, "updated_at": now}
+            if action == "pause":
+                sets["pause_reason"] = reason or "user"
+            if row["status"] == BatchStatus.RUNNING and target != BatchStatus.RUNNING:
+                sets["active_seconds"] = row["active_seconds"] + now - (row["running_since"] or now)
+                sets["running_since"] = None
+            if target == BatchStatus.RUNNING:
+                sets["running_since"] = now
+                sets["pause_reason"] = None
+                if row["started_at"] is None:
+                    sets["started_at"] = now
+            self._guarded_update(conn, row, sets)
+            if action == "cancel":
+                n = conn.execute(Q["cancel_pending_items"], (row["first_item"], row["last_item"])).rowcount
+                conn.execute("UPDATE batches SET items_pending = items_pending - ?, "
+                             "items_cancelled = items_cancelled + ?, status_reason = ? WHERE pk = ?",
+                             (n, n, reason or "cancelled by user", row["pk"]))
+            elif action == "retry":
+                n = conn.execute(Q["retry_failed_items"], (row["first_item"], row["last_item"])).rowcount
+                conn.execute("UPDATE batches SET items_failed = items_failed - ?, items_pending = items_pending + ?,"
+                             " failing = 0, status_reason = NULL, completed_at = NULL WHERE pk = ?",
+                             (n, n, row["pk"]))
+            self._settle(conn, row["pk"], now)
+        return self.get_batch(batch_id)
+
+    def _guarded_update(self, conn: sqlite3.Connection, row: sqlite3.Row, sets: dict[str, Any]) -> None:
+        cols = ", ".join(f"{k} = ?" for k in sets)
+        cur = conn.execute(f"UPDATE batches SET {cols} WHERE pk = ? AND status = ?",
+                           [*sets.values(), row["pk"], row["status"]])
+        if cur.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; kept as the compare-and-set guard
+            raise InvalidTransition("batch", row["id"], row["status"], str(sets.get("status")))
+
+    def _settle(self, conn: sqlite3.Connection, pk: int, now: float) -> None:
+        """End the batch if every item is final; trip its failure policy if it says so."""
+        row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
+        if row is None:
+            return
+        if row["status"] == BatchStatus.RUNNING and not row["failing"]:
+            spec = BatchSpec.model_validate({"processor": row["processor"], **json.loads(row["spec"])})
+            why = spec.failure_policy.tripped(row["items_failed"], row["items_total"])
+            if why:
+                n = conn.execute(Q["cancel_pending_items"], (row["first_item"], row["last_item"])).rowcount
+                conn.execute("UPDATE batches SET failing = 1, status_reason = ?, items_pending = items_pending - ?,"
+                             " items_cancelled = items_cancelled + ? WHERE pk = ?", (why, n, n, pk))
+                row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
+        action = states.settle(row["status"], row["items_pending"], row["items_running"], bool(row["failing"]))
+        if action is None:
+            return
+        target = states.apply(row["id"], row["status"], action)
+        sets: dict[str, Any] = {"status": target, "completed_at": now, "updated_at": now}
+        if row["status"] == BatchStatus.RUNNING:
+            sets["active_seconds"] = row["active_seconds"] + now - (row["running_since"] or now)
+            sets["running_since"] = None
+        self._guarded_update(conn, row, sets)
+
+    def delete_batch(self, batch_id: str) -> None:
+        with self._write() as conn:
+            row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}")
+            if not states.is_final(row["status"]):
+                raise InvalidTransition("batch", batch_id, row["status"], "delete")
+            self._delete(conn, row["pk"], row["first_item"], row["last_item"])
+
+    def _delete(self, conn: sqlite3.Connection, pk: int, first: int, last: int) -> None:
+        conn.execute(Q["delete_items"], (first, last))
+        conn.execute(Q["delete_batch"], (pk,))
+        conn.execute("DELETE FROM slots WHERE batch_pk = ?", (pk,))
+
+    def cleanup(self, older_than: float) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute(Q["old_final_batches"], (older_than,)).fetchall()
+            for r in rows:
+                self._delete(conn, r["pk"], r["first_item"], r["last_item"])
+        return [r["id"] for r in rows]
+
+    # -- items -------------------------------------------------------------------------------
+
+    def _batch_row(self, batch_id: str) -> sqlite3.Row:
+        row = self._conn().execute(Q["get_batch"], (batch_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        return row
+
+    def iter_items(self, batch_id: str, *, status: str | None = None, after_seq: int = 0,
+                   limit: int | None = None) -> Iterator[ItemInfo]:
+        row = self._batch_row(batch_id)
+        first, last = row["first_item"], row["last_item"]
+        cursor = first + after_seq
+        left = limit if limit is not None else float("inf")
+        sql = "SELECT * FROM items WHERE id BETWEEN ? AND ?"
+        code = ITEM_CODE[states.ItemStatus(status)] if status else None
+        if code is not None:
+            sql += f" AND status = {code}"
+        sql += " ORDER BY id LIMIT ?"
+        conn = self._conn()
+        while left > 0:
+            page = conn.execute(sql, (cursor, last, int(min(1000, left)))).fetchall()
+            if not page:
+                return
+            for r in page:
+                yield _item_info(batch_id, first, r)
+            left -= len(page)
+            cursor = page[-1]["id"] + 1
+
+    def get_item(self, batch_id: str, item_id: str) -> ItemInfo:
+        row = self._batch_row(batch_id)
+        first, last = row["first_item"], row["last_item"]
+        conn = self._conn()
+        r = conn.execute("SELECT * FROM items WHERE key = ? AND id BETWEEN ? AND ?",
+                         (item_id, first, last)).fetchone()
+        if r is None and item_id.isdigit():
+            r = conn.execute("SELECT * FROM items WHERE id = ? AND id <= ? AND key IS NULL",
+                             (first + int(item_id) - 1, last)).fetchone()
+        if r is None:
+            raise NotFound(f"no item {item_id!r} in batch {batch_id!r}")
+        return _item_info(batch_id, first, r)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def register_worker(self, name: str, processors: list[str], concurrency: int) -> int:
+        now = time.time()
+        me = psutil.Process()
+        with self._write() as conn:
+            cur = conn.execute(Q["register_worker"], (
+                uuid.uuid4().hex, name, self._hostname, os.getpid(), me.create_time(),
+                json.dumps(sorted(processors)), concurrency, now, now))
+            return int(cur.lastrowid or 0)
+
+    def heartbeat(self, worker_pk: int, running: dict[str, int]) -> bool:
+        with self._write() as conn:
+            return conn.execute(Q["heartbeat"], (time.time(), json.dumps(running), worker_pk)).rowcount == 1
+
+    def unregister_worker(self, worker_pk: int) -> None:
+        with self._write() as conn:
+            self._release_all(conn, [worker_pk], time.time())
+            conn.execute(Q["worker_slots_delete"], (worker_pk,))
+            conn.execute(Q["delete_worker"], (worker_pk,))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        out = []
+        for r in self._conn().execute(Q["all_workers"]):
+            out.append(WorkerInfo(
+                worker_id=r["id"], name=r["name"], hostname=r["hostname"], pid=r["pid"],
+                started_at=ts(r["started_at"]), heartbeat_at=ts(r["heartbeat_at"]),
+                processors=json.loads(r["processors"]), concurrency=r["concurrency"],
+                running=json.loads(r["running"])))
+        return out
+
+    def claim(self, worker_pk: int, processors: dict[str, Any], capacity: int,
+              held: dict[int, Held], only: set[str] | None = None) -> ClaimResult:
+        now = time.time()
+        result = ClaimResult()
+        with self._write() as conn:
+            rows = [r for r in conn.execute(Q["runnable_batches"])
+                    if r["processor"] in processors and not r["failing"]
+                    and (only is None or r["id"] in only)
+                    and (r["items_pending"] > 0 or r["pk"] in held)]
+            if not rows:
+                for pk in held:
+                    conn.execute(Q["delete_slots"], (worker_pk, pk))
+                return result
+            others: dict[int, int] = {}
+            proc_used: dict[str, int] = {}
+            for batch_pk, proc, n in conn.execute(Q["slots_of_others"], (worker_pk,)):
+                others[batch_pk] = n
+                proc_used[proc] = proc_used.get(proc, 0) + n
+            proc_room = {name: max(0, p.concurrency - proc_used.get(name, 0))
+                         for name, p in processors.items() if getattr(p, "concurrency", None)}
+            runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"],
+                                 parallel=r["parallel"], pending=r["items_pending"],
+                                 slots_others=others.get(r["pk"], 0), last_claim_at=r["last_claim_at"])
+                        for r in rows]
+            plans = plan(runnable, held, capacity, proc_room)
+            for r in rows:
+                pk = r["pk"]
+                p = plans[pk]
+                want = p.claim
+                limit = getattr(processors[r["processor"]], "rate_limit", None)
+                if want and limit is not None:
+                    bucket = conn.execute(Q["get_bucket"], (r["processor"],)).fetchone()
+                    tokens, updated = (bucket[0], bucket[1]) if bucket else (limit.burst, now)
+                    want, left = take_tokens(tokens, updated, now, want, limit)
+                    conn.execute(Q["put_bucket"], (r["processor"], left, now))
+                claimed: list[Claimed] = []
+                if want:
+                    got = conn.execute(Q["claim_items"], {"worker": worker_pk, "first": r["first_item"],
+                                                          "last": r["last_item"], "now": now, "n": want})
+                    first = r["first_item"]
+                    claimed = [Claimed(i, i - first + 1, k, pl, a) for i, k, pl, a in got.fetchall()]
+                    claimed.sort()
+                    if claimed:
+                        conn.execute(Q["count_claimed"], {"n": len(claimed), "now": now, "pk": pk})
+                elif r["items_pending"] == 0 and r["items_running"] == 0:
+                    self._settle(conn, pk, now)
+                if p.grant:
+                    conn.execute(Q["upsert_slots"], (worker_pk, pk, p.grant))
+                else:
+                    conn.execute(Q["delete_slots"], (worker_pk, pk))
+                result.grants[pk] = p.grant
+                if claimed:
+                    result.items[pk] = claimed
+                if p.grant or claimed or pk in held:
+                    spec = json.loads(r["spec"])
+                    result.batches[pk] = BatchRuntime(
+                        pk=pk, batch_id=r["id"], processor=r["processor"], params=spec.get("params") or {},
+                        max_attempts=r["max_attempts"], status=r["status"],
+                        cost_per_item=spec.get("cost_per_item") or 0.0)
+            for pk in held:
+                if pk not in result.grants:
+                    conn.execute(Q["delete_slots"], (worker_pk, pk))
+        return result
+
+    def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult:
+        if not outcomes:
+            return RecordResult()
+        now = time.time()
+        groups: dict[tuple[int, str], list[Outcome]] = {}
+        for o in outcomes:
+            groups.setdefault((o.batch_pk, o.kind), []).append(o)
+        res = RecordResult()
+        per_batch: dict[int, dict[str, float]] = {}
+        with self._write() as conn:
+            for (batch_pk, kind), group in groups.items():
+                sql, params = _record_params(kind, group, worker_pk)
+                conn.execute("SAVEPOINT rec")
+                n = conn.executemany(sql, params).rowcount
+                if n == len(group):
+                    accepted = group
+                    conn.execute("RELEASE rec")
+                else:
+                    # Some leases were lost (the items were reclaimed): find out which, one by one.
+                    conn.execute("ROLLBACK TO rec")
+                    conn.execute("RELEASE rec")
+                    accepted = [o for o, p in zip(group, params, strict=True)
+                                if conn.execute(sql, p).rowcount == 1]
+                res.accepted += len(accepted)
+                res.refused += len(group) - len(accepted)
+                c = per_batch.setdefault(batch_pk, {"ok": 0, "fail": 0, "retry": 0, "cost": 0.0})
+                c[kind] += len(accepted)
+                c["cost"] += sum(o.cost for o in accepted if o.cost)
+            for batch_pk, c in per_batch.items():
+                conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk})
+                self._settle(conn, batch_pk, now)
+        return res
+
+    def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None:
+        if not rowids:
+            return
+        now = time.time()
+        with self._write() as conn:
+            self._release_rows(conn, worker_pk, batch_pk, rowids, now)
+
+    def _release_rows(self, conn: sqlite3.Connection, worker_pk: int, batch_pk: int, rowids: list[int],
+                      now: float) -> None:
+        row = conn.execute(Q["batch_by_pk"], (batch_pk,)).fetchone()
+        if row is None:
+            return
+        to = ITEM_CODE[states.ItemStatus.CANCELLED] if row["status"] == BatchStatus.CANCELLING else 0
+        n = conn.executemany(Q["release_items"], [{"to": to, "id": i, "worker": worker_pk} for i in rowids]).rowcount
+        if n:
+            col = "items_cancelled" if to else "items_pending"
+            conn.execute(f"UPDATE batches SET items_running = items_running - ?, {col} = {col} + ?, "
+                         "attempts_total = attempts_total - ?, updated_at = ? WHERE pk = ?",
+                         (n, n, n, now, batch_pk))
+            self._settle(conn, batch_pk, now)
+
+    def _release_all(self, conn: sqlite3.Connection, worker_pks: list[int], now: float,
+                     lost: bool = False) -> None:
+        """Return every item leased to these workers to pending (or fail items lost too often)."""
+        marks = ",".join("?" * len(worker_pks))
+        for b in conn.execute(Q["batches_with_running"]).fetchall():
+            cancel = b["status"] == BatchStatus.CANCELLING
+            limit = b["max_attempts"] + defaults.LOST_ATTEMPTS_GRACE
+            rows = conn.execute(
+                f"SELECT id, attempts FROM items WHERE id BETWEEN ? AND ? AND status = 1 AND worker IN ({marks})",
+                (b["first_item"], b["last_item"], *worker_pks)).fetchall()
+            if not rows:
+                continue
+            counts = {"pending": 0, "failed": 0, "cancelled": 0}
+            for item_id, attempts in rows:
+                if cancel:
+                    to, col = 4, "cancelled"
+                elif lost and attempts >= limit:
+                    to, col = 3, "failed"
+                else:
+                    to, col = 0, "pending"
+                err = None
+                if to == 3:
+                    err = json.dumps({"type": "WorkerLost", "attempt": attempts, "at": now,
+                                      "message": f"the worker running this item was lost {attempts} times"})
+                conn.execute("UPDATE items SET status = ?, worker = NULL, error = COALESCE(?, error), "
+                             "finished_at = CASE WHEN ? = 3 THEN ? ELSE finished_at END WHERE id = ?",
+                             (to, err, to, now, item_id))
+                counts[col] += 1
+            conn.execute("UPDATE batches SET items_running = items_running - ?, items_pending = items_pending + ?,"
+                         " items_failed = items_failed + ?, items_cancelled = items_cancelled + ?, updated_at = ?"
+                         " WHERE pk = ?", (len(rows), counts["pending"], counts["failed"], counts["cancelled"],
+                                          now, b["pk"]))
+            self._settle(conn, b["pk"], now)
+
+    def drop_slots(self, worker_pk: int, batch_pk: int) -> None:
+        with self._write() as conn:
+            conn.execute(Q["delete_slots"], (worker_pk, batch_pk))
+
+    def reap(self, lease_seconds: float) -> int:
+        """Reclaim the items of workers that stopped heartbeating, or whose process is gone."""
+        now = time.time()
+        conn = self._conn()
+        dead = []
+        for r in conn.execute("SELECT pk, hostname, pid, pid_started, heartbeat_at FROM workers").fetchall():
+            if r["heartbeat_at"] < now - lease_seconds:
+                dead.append(r["pk"])
+            elif r["hostname"] == self._hostname and not _process_alive(r["pid"], r["pid_started"]):
+                dead.append(r["pk"])
+        if not dead:
+            return 0
+        with self._write() as conn:
+            self._release_all(conn, dead, now, lost=True)
+            for pk in dead:
+                conn.execute(Q["worker_slots_delete"], (pk,))
+                conn.execute(Q["delete_worker"], (pk,))
+        return len(dead)
+
+    def batch_states(self, pks: Iterable[int]) -> dict[int, str]:
+        rows = self._conn().execute(Q["batch_states"], (json.dumps(list(pks)),)).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+
+def _process_alive(pid: int, started: float | None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _record_params(kind: str, group: list[Outcome], worker_pk: int) -> tuple[str, list[tuple[Any, ...]]]:
+    if kind == OK:
+        return Q["record_ok"], [(o.result, o.started, o.finished, o.cost, o.rowid, worker_pk) for o in group]
+    if kind == FAIL:
+        return Q["record_fail"], [(o.error, o.result, o.started, o.finished, o.cost, o.rowid, worker_pk)
+                                  for o in group]
+    if kind == RETRY:
+        return Q["record_retry"], [(o.error, o.not_before, o.started, o.finished, o.cost, o.rowid, worker_pk)
+                                   for o in group]
+    raise ValueError(f"unknown outcome kind {kind!r}")
+
+
+def _statements(sql: str) -> list[str]:
+    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def _batch_info(r: sqlite3.Row) -> BatchInfo:
+    spec = json.loads(r["spec"])
+    active = r["active_seconds"]
+    if r["status"] == BatchStatus.RUNNING and r["running_since"]:
+        active += max(0.0, time.time() - r["running_since"])
+    return BatchInfo(
+        batch_id=r["id"], tenant=r["tenant"], processor=r["processor"], status=r["status"],
+        pause_reason=r["pause_reason"], status_reason=r["status_reason"],
+        priority=RANK_PRIORITY[r["priority"]], parallel=r["parallel"], params=spec.get("params") or {},
+        failure_policy=spec.get("failure_policy") or {}, max_attempts=r["max_attempts"],
+        webhook=spec.get("webhook"), description=spec.get("description"), tags=spec.get("tags") or [],
+        source=spec.get("source"), fingerprint=r["fingerprint"],
+        items_total=r["items_total"], items_pending=r["items_pending"], items_running=r["items_running"],
+        items_succeeded=r["items_succeeded"], items_failed=r["items_failed"],
+        items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
+        cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
+        created_at=ts(r["created_at"]), started_at=ts(r["started_at"]), completed_at=ts(r["completed_at"]),
+        updated_at=ts(r["updated_at"]), active_seconds=active)
+
+
+def _error(text: str | None) -> ItemError | None:
+    if not text:
+        return None
+    d = json.loads(text)
+    return ItemError(type=d.get("type", "Error"), message=d.get("message", ""), traceback=d.get("traceback"),
+                     attempt=d.get("attempt"), at=ts(d["at"]) if d.get("at") else None)
+
+
+def _item_info(batch_id: str, first: int, r: sqlite3.Row) -> ItemInfo:
+    started, finished = r["started_at"], r["finished_at"]
+    return ItemInfo(
+        batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(r["id"] - first + 1),
+        seq=r["id"] - first + 1, status=ITEM_FROM_CODE[r["status"]], attempts=r["attempts"],
+        payload=json.loads(r["payload"]), result=json.loads(r["result"]) if r["result"] else None,
+        error=_error(r["error"]), errors=[e for e in (_error(json.dumps(x)) for x in
+                                                      json.loads(r["errors"] or "[]")) if e],
+        started_at=ts(started), finished_at=ts(finished),
+        duration_s=round(finished - started, 6) if started and finished else None,
+        cost=r["cost"], not_before=ts(r["not_before"]))
+
+
+def open_sqlite(url_or_path: str) -> SQLiteStore:
+    path = url_or_path
+    if path.startswith("sqlite:///"):
+        path = path[len("sqlite:///"):]
+    elif path.startswith("sqlite://"):
+        raise ConfigError(f"store URL {url_or_path!r}: use sqlite:///relative/path or sqlite:////absolute/path")
+    return SQLiteStore(path)

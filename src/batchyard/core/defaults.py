@@ -17,6 +17,7 @@ IDLE_POLL_SECONDS = 0.25      # how often an idle worker looks for work
 STATE_POLL_SECONDS = 0.25     # how often a worker checks pause/cancel of batches it holds
 INSERT_CHUNK = 5000           # items per insert statement when a batch is created
 
+INSTANT_ITEM_SECONDS = 20e-6  # items quicker than this are pure CPU work: one thread lane runs them
 PARALLEL = 8                  # parallel items per batch unless told otherwise
 LOST_ATTEMPTS_GRACE = 5       # a worker lost this many times beyond max_attempts fails the item
 SQLITE_BUSY_TIMEOUT_MS = 30000

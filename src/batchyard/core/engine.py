@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchyard.core import defaults, processor as registry
+from batchyard.core import defaults
+from batchyard.core import processor as registry
 from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, BatchSpec, ItemInfo, NewItem
 from batchyard.core.processor import Processor

@@ -19,14 +19,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from batchyard.core import defaults, processor as registry
+from batchyard.core import defaults
+from batchyard.core import processor as registry
 from batchyard.core.errors import PermanentError
 from batchyard.core.processor import Context, Item, Processor
 from batchyard.core.retry import GiveUp, RetryPolicy, decide
 from batchyard.core.store import FAIL, OK, RETRY, BatchRuntime, Claimed, Outcome
 
 log = logging.getLogger("batchyard.items")
-_loads = json.loads
 
 
 def _default(value: Any) -> Any:
@@ -43,14 +43,39 @@ def _default(value: Any) -> Any:
     raise TypeError(f"processor returned a {type(value).__name__}, which is not JSON-serialisable")
 
 
-_encode = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(default=_default, separators=(",", ":")).encode
+
+
+def shape_result(value: Any) -> dict[str, Any]:
+    """Results are JSON objects; anything else is wrapped as ``{"value": ...}``."""
+    if isinstance(value, dict):
+        return value
+    return {} if value is None else {"value": value}
 
 
 def encode_result(value: Any) -> str:
-    """Results are JSON objects; anything else is wrapped as ``{"value": ...}``."""
-    if not isinstance(value, dict):
-        value = {} if value is None else {"value": value}
-    return _encode(value)
+    return _encode(shape_result(value))
+
+
+def encode_outcomes(outcomes: list[Outcome]) -> str:
+    """Encode a chunk of outcomes as one JSON array (one C call, not one per item).
+
+    A result that cannot be encoded turns its outcome into a permanent failure saying why, so one bad
+    return value never blocks the rest of the chunk.
+    """
+    try:
+        return _encode(outcomes)
+    except (TypeError, ValueError):
+        fixed = []
+        for o in outcomes:
+            try:
+                _encode(o)
+                fixed.append(o)
+            except (TypeError, ValueError) as exc:
+                err = error_info(exc, 0)
+                err["message"] = f"result is not JSON-serialisable: {exc}"
+                fixed.append((o[0], o[1], FAIL, None, err, o[5], o[6], o[7], None))
+        return _encode(fixed)
 
 
 def error_info(exc: BaseException, attempt: int) -> dict[str, Any]:
@@ -62,9 +87,9 @@ def error_info(exc: BaseException, attempt: int) -> dict[str, Any]:
 class Attempt:
     """What one call of a processor produced (picklable, for child processes)."""
 
-    __slots__ = ("ok", "result", "error", "permanent", "cost", "started", "finished")
+    __slots__ = ("cost", "error", "finished", "ok", "permanent", "result", "started")
 
-    def __init__(self, ok: bool, result: str | None, error: dict[str, Any] | None, permanent: bool,
+    def __init__(self, ok: bool, result: dict[str, Any] | None, error: dict[str, Any] | None, permanent: bool,
                  cost: float | None, started: float, finished: float) -> None:
         self.ok, self.result, self.error, self.permanent = ok, result, error, permanent
         self.cost, self.started, self.finished = cost, started, finished
@@ -75,29 +100,24 @@ class Attempt:
 
 
 def make_item(proc: Processor, rt: BatchRuntime, c: Claimed) -> tuple[Item, Context]:
-    item_id = c.key if c.key is not None else str(c.seq)
-    item = Item(item_id, c.seq, _loads(c.payload), c.attempts, rt.params, proc)
-    return item, Context(rt.batch_id, item_id, c.attempts, log)
+    _, seq, key, payload, attempts = c
+    item_id = key if key is not None else str(seq)
+    return (Item(item_id, seq, payload, attempts, rt.params, proc),
+            Context(rt.batch_id, item_id, attempts, log))
 
 
 def _finish(proc: Processor, rt: BatchRuntime, ctx: Context, value: Any, started: float) -> Attempt:
-    try:
-        result = encode_result(value)
-    except (TypeError, ValueError) as exc:
-        return Attempt(False, None, error_info(exc, ctx.attempt), True, ctx.cost, started, time.time())
+    result = shape_result(value)
     cost = ctx.cost if ctx.cost is not None else (rt.cost_per_item or proc.cost_per_item or None)
     return Attempt(True, result, None, False, cost, started, time.time())
 
 
-def _failed(exc: BaseException, ctx: Context | None, attempt: int, started: float) -> Attempt:
+def failed_attempt(exc: BaseException, ctx: Context | None, attempt: int, started: float) -> Attempt:
     permanent = isinstance(exc, (PermanentError, ValidationError))
     result = None
     # A processor can attach a partial result to its failure (the shell processor's output, say).
     if isinstance(getattr(exc, "result", None), dict):
-        try:
-            result = encode_result(exc.result)  # type: ignore[attr-defined]
-        except (TypeError, ValueError):
-            result = None
+        result = exc.result  # type: ignore[attr-defined]
     return Attempt(False, result, error_info(exc, attempt), permanent, ctx.cost if ctx else None,
                    started, time.time())
 
@@ -109,7 +129,7 @@ def invoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
         item, ctx = make_item(proc, rt, c)
         return _finish(proc, rt, ctx, proc.fn(item, ctx), started)
     except Exception as exc:
-        return _failed(exc, ctx, c.attempts, started)
+        return failed_attempt(exc, ctx, c[4], started)
 
 
 async def ainvoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
@@ -124,24 +144,31 @@ async def ainvoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
         return _finish(proc, rt, ctx, value, started)
     except TimeoutError:
         exc = TimeoutError(f"item timed out after {proc.timeout}s")
-        return _failed(exc, ctx, c.attempts, started)
+        return failed_attempt(exc, ctx, c[4], started)
     except Exception as exc:
-        return _failed(exc, ctx, c.attempts, started)
+        return failed_attempt(exc, ctx, c[4], started)
 
 
 def timed_out(proc: Processor, c: Claimed, started: float) -> Attempt:
     exc = TimeoutError(f"item timed out after {proc.timeout}s")
-    return Attempt(False, None, error_info(exc, c.attempts), False, None, started, time.time())
+    return Attempt(False, None, error_info(exc, c[4]), False, None, started, time.time())
+
+
+def us(t: float) -> int:
+    return int(t * 1_000_000)
 
 
 def to_outcome(a: Attempt, c: Claimed, rt: BatchRuntime, policy: RetryPolicy) -> Outcome:
+    # Plain tuples in Outcome's field order: this runs once per item.
     if a.ok:
-        return Outcome(rt.pk, c.rowid, OK, a.result, None, a.started, a.finished, a.cost, None)
-    err = a.error or {}
-    decision = decide(c.attempts, policy, a.finished, permanent=a.permanent)
+        return (rt.pk, c[0], OK, a.result, None, us(a.started), us(a.finished),  # type: ignore[return-value]
+                a.cost, None)
+    decision = decide(c[4], policy, a.finished, permanent=a.permanent)
     if isinstance(decision, GiveUp):
-        return Outcome(rt.pk, c.rowid, FAIL, a.result, _encode(err), a.started, a.finished, a.cost, None)
-    return Outcome(rt.pk, c.rowid, RETRY, None, _encode(err), a.started, a.finished, a.cost, decision.at)
+        return (rt.pk, c[0], FAIL, a.result, a.error, us(a.started), us(a.finished),  # type: ignore[return-value]
+                a.cost, None)
+    return (rt.pk, c[0], RETRY, None, a.error, us(a.started), us(a.finished), a.cost,  # type: ignore[return-value]
+            us(decision.at))
 
 
 # -- child processes, for processors declared with mode="process" ----------------------------------
@@ -186,7 +213,7 @@ class ChildProcess:
             code = self._proc.exitcode
             self.restart()
             err = RuntimeError(f"worker process died (exit code {code}): {exc}")
-            return _failed(err, None, c.attempts, started)
+            return failed_attempt(err, None, c[4], started)
 
     def restart(self) -> None:
         self.close(kill=True)

@@ -73,7 +73,7 @@ class Processor:
 class Item:
     """One item as a processor sees it. ``params`` merges the batch's shared params with the item's own."""
 
-    __slots__ = ("id", "seq", "payload", "attempt", "_shared", "_processor", "_params")
+    __slots__ = ("_params", "_processor", "_shared", "attempt", "id", "payload", "seq")
 
     def __init__(self, id: str, seq: int, payload: Any, attempt: int, shared: dict[str, Any],
                  processor: Processor | None = None) -> None:
@@ -102,7 +102,7 @@ class Item:
 class Context:
     """Handed to a processor with each item: where it runs, and how to report cost and progress."""
 
-    __slots__ = ("batch_id", "item_id", "attempt", "cost", "detail", "logger")
+    __slots__ = ("attempt", "batch_id", "cost", "detail", "item_id", "logger")
 
     def __init__(self, batch_id: str, item_id: str, attempt: int, logger: logging.Logger) -> None:
         self.batch_id = batch_id

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: delay = uniform(0, min(max_delay, base * factor**(n-1)))."""

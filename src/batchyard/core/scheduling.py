@@ -79,10 +79,8 @@ def buffer_target(grant: int, avg_duration: float | None) -> int:
     """How many items to hold for a batch: the grant plus about BUFFER_SECONDS of work."""
     if grant <= 0:
         return 0
-    if not avg_duration or avg_duration <= 0:
-        ahead = grant  # unknown speed: one extra round
-    else:
-        ahead = int(grant * defaults.BUFFER_SECONDS / avg_duration)
+    # Unknown speed: one extra round; known speed: about BUFFER_SECONDS of work.
+    ahead = grant if not avg_duration or avg_duration <= 0 else int(grant * defaults.BUFFER_SECONDS / avg_duration)
     return max(grant, min(defaults.MAX_CLAIM, grant + ahead))
 
 

@@ -15,23 +15,28 @@ from batchyard.core.scheduling import Held
 
 
 class Claimed(NamedTuple):
+    """A claimed item. Stores return plain tuples in this field order (a million namedtuple
+    constructions cost more than the claim itself); code may use the names or the indexes."""
+
     rowid: int
     seq: int
     key: str | None
-    payload: str  # JSON text; decoded by the worker lane that runs it
+    payload: Any  # the decoded payload
     attempts: int
 
 
 class Outcome(NamedTuple):
+    """What a worker records for one item; built as plain tuples in this order on the hot path."""
+
     batch_pk: int
     rowid: int
     kind: str  # "ok" | "fail" | "retry"
-    result: str | None  # JSON text
-    error: str | None  # JSON text
-    started: float
-    finished: float
+    result: dict[str, Any] | None  # JSON-able; stores encode a whole chunk of outcomes at once
+    error: dict[str, Any] | None
+    started: int  # microseconds since the epoch
+    finished: int
     cost: float | None
-    not_before: float | None
+    not_before: int | None  # microseconds since the epoch
 
 
 OK, FAIL, RETRY = "ok", "fail", "retry"

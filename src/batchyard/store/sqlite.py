@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import socket
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import psutil
 
 from batchyard.core import defaults, states
 from batchyard.core.errors import ConfigError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.execute import encode_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
@@ -113,10 +116,8 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             for conn in self._conns:
-                try:
+                with suppress(sqlite3.ProgrammingError):
                     conn.close()
-                except sqlite3.ProgrammingError:
-                    pass
             self._conns.clear()
         self._local = threading.local()
 
@@ -162,20 +163,21 @@ class SQLiteStore:
             pk = cur.lastrowid
             first = conn.execute(Q["next_item_id"]).fetchone()[0]
             next_id = first
-            chunk: list[tuple[int, str | None, str]] = []
-            insert = Q["insert_item"]
+            chunk: list[tuple[str | None, str]] = []
+            insert = Q["insert_items"]
             for item in items:
                 if isinstance(item, NewItem):
                     key, payload = item.key, item.payload
                 else:
                     key, payload = item
-                chunk.append((next_id, key, dumps(payload)))
-                next_id += 1
+                chunk.append((key, payload))
                 if len(chunk) >= defaults.INSERT_CHUNK:
-                    conn.executemany(insert, chunk)
+                    conn.execute(insert, {"first": next_id, "items": dumps(chunk)})
+                    next_id += len(chunk)
                     chunk.clear()
             if chunk:
-                conn.executemany(insert, chunk)
+                conn.execute(insert, {"first": next_id, "items": dumps(chunk)})
+                next_id += len(chunk)
             n = next_id - first
             conn.execute(Q["finish_insert"], {"first": first, "last": next_id - 1, "n": n, "pk": pk})
             if start and n == 0:
@@ -408,11 +410,7 @@ class SQLiteStore:
                     conn.execute(Q["put_bucket"], (r["processor"], left, now))
                 claimed: list[Claimed] = []
                 if want:
-                    got = conn.execute(Q["claim_items"], {"worker": worker_pk, "first": r["first_item"],
-                                                          "last": r["last_item"], "now": now, "n": want})
-                    first = r["first_item"]
-                    claimed = [Claimed(i, i - first + 1, k, pl, a) for i, k, pl, a in got.fetchall()]
-                    claimed.sort()
+                    claimed = self._claim_chunk(conn, worker_pk, r["first_item"], r["last_item"], want, now)
                     if claimed:
                         conn.execute(Q["count_claimed"], {"n": len(claimed), "now": now, "pk": pk})
                 elif r["items_pending"] == 0 and r["items_running"] == 0:
@@ -435,20 +433,38 @@ class SQLiteStore:
                     conn.execute(Q["delete_slots"], (worker_pk, pk))
         return result
 
+    def _claim_chunk(self, conn: sqlite3.Connection, worker_pk: int, first: int, last: int, n: int,
+                     now: float) -> list[Claimed]:
+        lo, hi, count = conn.execute(Q["claim_range"], {"first": first, "last": last, "now": now, "n": n}
+                                     ).fetchone()
+        if not count:
+            return []
+        marker = secrets.randbits(62)
+        conn.execute(Q["claim_items"], {"worker": worker_pk, "claim": marker, "lo": lo, "hi": hi, "now": now})
+        blob = conn.execute(Q["claimed_items"], {"first": first, "lo": lo, "hi": hi, "claim": marker}).fetchone()[0]
+        claimed = json.loads(blob)  # lists in Claimed's field order
+        claimed.sort()
+        return claimed
+
     def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult:
         if not outcomes:
             return RecordResult()
         now = time.time()
         groups: dict[tuple[int, str], list[Outcome]] = {}
         for o in outcomes:
-            groups.setdefault((o.batch_pk, o.kind), []).append(o)
+            key = (o[0], o[2])  # (batch_pk, kind)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [o]
+            else:
+                g.append(o)
         res = RecordResult()
         per_batch: dict[int, dict[str, float]] = {}
         with self._write() as conn:
             for (batch_pk, kind), group in groups.items():
-                sql, params = _record_params(kind, group, worker_pk)
+                sql = _RECORD[kind]
                 conn.execute("SAVEPOINT rec")
-                n = conn.executemany(sql, params).rowcount
+                n = conn.execute(sql, {"outcomes": encode_outcomes(group), "worker": worker_pk}).rowcount
                 if n == len(group):
                     accepted = group
                     conn.execute("RELEASE rec")
@@ -456,13 +472,13 @@ class SQLiteStore:
                     # Some leases were lost (the items were reclaimed): find out which, one by one.
                     conn.execute("ROLLBACK TO rec")
                     conn.execute("RELEASE rec")
-                    accepted = [o for o, p in zip(group, params, strict=True)
-                                if conn.execute(sql, p).rowcount == 1]
+                    accepted = [o for o in group if conn.execute(
+                        sql, {"outcomes": encode_outcomes([o]), "worker": worker_pk}).rowcount == 1]
                 res.accepted += len(accepted)
                 res.refused += len(group) - len(accepted)
                 c = per_batch.setdefault(batch_pk, {"ok": 0, "fail": 0, "retry": 0, "cost": 0.0})
                 c[kind] += len(accepted)
-                c["cost"] += sum(o.cost for o in accepted if o.cost)
+                c["cost"] += sum(o[7] for o in accepted if o[7])
             for batch_pk, c in per_batch.items():
                 conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk})
                 self._settle(conn, batch_pk, now)
@@ -481,7 +497,7 @@ class SQLiteStore:
         if row is None:
             return
         to = ITEM_CODE[states.ItemStatus.CANCELLED] if row["status"] == BatchStatus.CANCELLING else 0
-        n = conn.executemany(Q["release_items"], [{"to": to, "id": i, "worker": worker_pk} for i in rowids]).rowcount
+        n = conn.execute(Q["release_items"], {"to": to, "ids": json.dumps(rowids), "worker": worker_pk}).rowcount
         if n:
             col = "items_cancelled" if to else "items_pending"
             conn.execute(f"UPDATE batches SET items_running = items_running - ?, {col} = {col} + ?, "
@@ -533,9 +549,9 @@ class SQLiteStore:
         conn = self._conn()
         dead = []
         for r in conn.execute("SELECT pk, hostname, pid, pid_started, heartbeat_at FROM workers").fetchall():
-            if r["heartbeat_at"] < now - lease_seconds:
-                dead.append(r["pk"])
-            elif r["hostname"] == self._hostname and not _process_alive(r["pid"], r["pid_started"]):
+            silent = r["heartbeat_at"] < now - lease_seconds
+            gone = r["hostname"] == self._hostname and not _process_alive(r["pid"], r["pid_started"])
+            if silent or gone:
                 dead.append(r["pk"])
         if not dead:
             return 0
@@ -561,20 +577,11 @@ def _process_alive(pid: int, started: float | None) -> bool:
         return True
 
 
-def _record_params(kind: str, group: list[Outcome], worker_pk: int) -> tuple[str, list[tuple[Any, ...]]]:
-    if kind == OK:
-        return Q["record_ok"], [(o.result, o.started, o.finished, o.cost, o.rowid, worker_pk) for o in group]
-    if kind == FAIL:
-        return Q["record_fail"], [(o.error, o.result, o.started, o.finished, o.cost, o.rowid, worker_pk)
-                                  for o in group]
-    if kind == RETRY:
-        return Q["record_retry"], [(o.error, o.not_before, o.started, o.finished, o.cost, o.rowid, worker_pk)
-                                   for o in group]
-    raise ValueError(f"unknown outcome kind {kind!r}")
+_RECORD = {OK: Q["record_ok"], FAIL: Q["record_fail"], RETRY: Q["record_retry"]}
 
 
 def _statements(sql: str) -> list[str]:
-    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    code = re.sub(r"--[^\n]*", "", sql)  # schema files hold no string literals with "--"
     return [s.strip() for s in code.split(";") if s.strip()]
 
 

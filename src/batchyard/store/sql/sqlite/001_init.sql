@@ -47,7 +47,8 @@ CREATE TABLE items (
     payload     TEXT NOT NULL,
     status      INTEGER NOT NULL DEFAULT 0,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    worker      INTEGER,
+    worker      INTEGER,          -- the lease holder; only it may record an outcome
+    claim       INTEGER,          -- marks the rows of one claim so they can be read back in one statement
     not_before  REAL,
     started_at  REAL,
     finished_at REAL,

@@ -7,8 +7,13 @@ VALUES (:id, :tenant, :processor, :status, :priority, :parallel, :max_attempts, 
 -- name: next_item_id
 SELECT COALESCE(MAX(id), 0) + 1 FROM items;
 
--- name: insert_item
-INSERT INTO items (id, key, payload) VALUES (?, ?, ?);
+-- Hot-path statements take and return whole chunks as one JSON value: one statement, one
+-- sqlite3_step, so the GIL is released once per chunk instead of once per row (a thread
+-- waiting to re-take the GIL after every row starves when processor threads keep it busy).
+
+-- name: insert_items
+INSERT INTO items (id, key, payload)
+SELECT :first + key, value ->> 0, value -> 1 FROM json_each(:items);
 
 -- name: finish_insert
 UPDATE batches SET first_item = :first, last_item = :last, items_total = :n, items_pending = :n
@@ -32,13 +37,19 @@ FROM slots s JOIN batches b ON b.pk = s.batch_pk
 WHERE s.worker_pk != ?
 GROUP BY s.batch_pk, b.processor;
 
+-- name: claim_range
+SELECT MIN(id), MAX(id), COUNT(*) FROM (
+    SELECT id FROM items
+    WHERE status = 0 AND id BETWEEN :first AND :last AND (not_before IS NULL OR not_before <= :now)
+    ORDER BY id LIMIT :n);
+
 -- name: claim_items
-UPDATE items SET status = 1, worker = :worker, attempts = attempts + 1
-WHERE id IN (SELECT id FROM items
-             WHERE status = 0 AND id BETWEEN :first AND :last
-               AND (not_before IS NULL OR not_before <= :now)
-             ORDER BY id LIMIT :n)
-RETURNING id, key, payload, attempts;
+UPDATE items SET status = 1, worker = :worker, claim = :claim, attempts = attempts + 1
+WHERE id BETWEEN :lo AND :hi AND status = 0 AND (not_before IS NULL OR not_before <= :now);
+
+-- name: claimed_items
+SELECT json_group_array(json_array(id, id - :first + 1, key, json(payload), attempts))
+FROM items WHERE id BETWEEN :lo AND :hi AND claim = :claim AND status = 1;
 
 -- name: count_claimed
 UPDATE batches SET items_pending = items_pending - :n, items_running = items_running + :n,
@@ -59,19 +70,31 @@ SELECT tokens, updated_at FROM rate_buckets WHERE processor = ?;
 INSERT INTO rate_buckets (processor, tokens, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (processor) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
 
+-- Outcomes arrive as a JSON array of [batch_pk, rowid, kind, result, error, started, finished, cost,
+-- not_before]; result and error are JSON values (or null); times are integer microseconds (a float's
+-- shortest repr costs more to print than the rest of the outcome).
+
 -- name: record_ok
-UPDATE items SET status = 2, result = ?, started_at = ?, finished_at = ?, cost = ?, worker = NULL
-WHERE id = ? AND status = 1 AND worker = ?;
+UPDATE items SET status = 2, result = nullif(j.value -> 3, 'null'), started_at = (j.value ->> 5) / 1e6,
+                 finished_at = (j.value ->> 6) / 1e6, cost = j.value ->> 7, worker = NULL
+FROM json_each(:outcomes) AS j
+WHERE items.id = (j.value ->> 1) AND items.status = 1 AND items.worker = :worker;
 
 -- name: record_fail
-UPDATE items SET status = 3, error = ?1, errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?1)),
-                 result = ?2, started_at = ?3, finished_at = ?4, cost = ?5, worker = NULL
-WHERE id = ?6 AND status = 1 AND worker = ?7;
+UPDATE items SET status = 3, error = j.value -> 4,
+                 errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(j.value -> 4)),
+                 result = nullif(j.value -> 3, 'null'), started_at = (j.value ->> 5) / 1e6, finished_at = (j.value ->> 6) / 1e6,
+                 cost = j.value ->> 7, worker = NULL
+FROM json_each(:outcomes) AS j
+WHERE items.id = (j.value ->> 1) AND items.status = 1 AND items.worker = :worker;
 
 -- name: record_retry
-UPDATE items SET status = 0, error = ?1, errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?1)),
-                 not_before = ?2, started_at = ?3, finished_at = ?4, cost = ?5, worker = NULL
-WHERE id = ?6 AND status = 1 AND worker = ?7;
+UPDATE items SET status = 0, error = j.value -> 4,
+                 errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(j.value -> 4)),
+                 not_before = (j.value ->> 8) / 1e6, started_at = (j.value ->> 5) / 1e6, finished_at = (j.value ->> 6) / 1e6,
+                 cost = j.value ->> 7, worker = NULL
+FROM json_each(:outcomes) AS j
+WHERE items.id = (j.value ->> 1) AND items.status = 1 AND items.worker = :worker;
 
 -- name: count_recorded
 UPDATE batches SET items_running = items_running - :ok - :fail - :retry,
@@ -88,7 +111,7 @@ UPDATE items SET status = 4 WHERE status = 0 AND id BETWEEN ? AND ?;
 
 -- name: release_items
 UPDATE items SET status = :to, worker = NULL, attempts = attempts - 1
-WHERE id = :id AND status = 1 AND worker = :worker;
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 1 AND worker = :worker;
 
 -- name: register_worker
 INSERT INTO workers (id, name, hostname, pid, pid_started, processors, concurrency, started_at, heartbeat_at)

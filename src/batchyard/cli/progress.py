@@ -19,6 +19,7 @@ class ProgressView:
         self.console = console
         self.tty = console.is_terminal
         self._last_plain = 0.0
+        self._final_shown = False
         self._progress: Progress | None = None
         self._task: Any = None
         self._info = info
@@ -45,7 +46,10 @@ class ProgressView:
                                   failed=info.items_failed, rate=rate + state)
             return
         now = time.monotonic()
+        if info.is_final and self._final_shown:
+            return
         if now - self._last_plain >= PLAIN_EVERY_S or info.is_final:
+            self._final_shown = info.is_final
             self._last_plain = now
             eta = ""
             if info.estimated_completion and not info.is_final:

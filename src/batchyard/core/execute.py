@@ -175,7 +175,12 @@ def to_outcome(a: Attempt, c: Claimed, rt: BatchRuntime, policy: RetryPolicy) ->
 
 def _child_main(conn: Any, sources: list[str]) -> None:
     """Loop of a child process: receive (processor name, runtime, claimed), send back an Attempt."""
-    registry.load(sources)
+    try:
+        registry.load(sources)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
     while True:
         try:
             msg = conn.recv()
@@ -187,11 +192,15 @@ def _child_main(conn: Any, sources: list[str]) -> None:
         conn.send(invoke(registry.get(name), rt, c))
 
 
+CHILD_START_SECONDS = 120.0
+
+
 class ChildProcess:
     """One long-lived child process running items of process-mode processors."""
 
     def __init__(self, sources: list[str]) -> None:
         self._sources = sources
+        self._alive = False
         self._start()
 
     def _start(self) -> None:
@@ -200,26 +209,37 @@ class ChildProcess:
         self._proc = ctx.Process(target=_child_main, args=(child_conn, self._sources), daemon=True)
         self._proc.start()
         child_conn.close()
+        # Start-up (a fresh interpreter importing the processors) must not count against an item's timeout.
+        if not self._conn.poll(CHILD_START_SECONDS):
+            self.close(kill=True)
+            raise RuntimeError(f"worker process did not start within {CHILD_START_SECONDS}s")
+        status, message = self._conn.recv()
+        if status != "ready":
+            self.close(kill=True)
+            raise RuntimeError(f"worker process could not load processors: {message}")
+        self._alive = True
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
 
     def run(self, proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
+        """Run one item in the child; a timeout kills the child (the caller starts a new one)."""
         started = time.time()
         try:
             self._conn.send((proc.name, rt, c))
             if not self._conn.poll(proc.timeout):
-                self.restart()
+                self.close(kill=True)
                 return timed_out(proc, c, started)
             return self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             code = self._proc.exitcode
-            self.restart()
+            self.close(kill=True)
             err = RuntimeError(f"worker process died (exit code {code}): {exc}")
             return failed_attempt(err, None, c[4], started)
 
-    def restart(self) -> None:
-        self.close(kill=True)
-        self._start()
-
     def close(self, kill: bool = False) -> None:
+        self._alive = False
         try:
             if not kill:
                 self._conn.send(None)

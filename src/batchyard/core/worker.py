@@ -50,6 +50,7 @@ class Runner:
         self.buffer: deque[Claimed] = deque()
         self.grant = 0
         self.low_water = 0  # refill below this many buffered items
+        self.dry_until = 0.0  # a claim found nothing for this batch: do not ask again before this
         self.closed = False
         self.avg: float | None = None
         # lane index -> (claimed item, start time, token); a lane whose token changed was abandoned
@@ -133,10 +134,19 @@ class Runner:
         del self.current[idx]
 
     def _thread_lane(self, idx: int, token: object) -> None:
-        child = ChildProcess(self.worker.sources) if self.proc.mode == "process" else None
+        process = self.proc.mode == "process"
+        child: ChildProcess | None = None
         try:
             while (c := self._next(idx, token)) is not None:
-                self.current[idx] = (c, time.time(), token)
+                started = time.time()
+                self.current[idx] = (c, started, token)
+                if process and (child is None or not child.alive):
+                    try:
+                        child = ChildProcess(self.worker.sources)
+                    except Exception as exc:  # retried like any failure; a broken file fails every item
+                        child = None
+                        self._done(idx, token, c, failed_attempt(exc, None, c[4], started))
+                        continue
                 a = child.run(self.proc, self.rt, c) if child else invoke(self.proc, self.rt, c)
                 self._done(idx, token, c, a)
                 if len(self.worker.outcomes) >= defaults.FLUSH_ITEMS:
@@ -366,7 +376,9 @@ class Worker:
         self._shutdown()
 
     def _hungry(self) -> bool:
-        return any(len(r.buffer) < r.low_water and not r.closed for r in self.runners.values())
+        now = time.monotonic()
+        return any(len(r.buffer) < r.low_water and not r.closed and now >= r.dry_until
+                   for r in self.runners.values())
 
     def _claim(self) -> int:
         assert self.worker_pk is not None
@@ -384,6 +396,8 @@ class Worker:
             if items:
                 runner.add(items)
                 n += len(items)
+            else:
+                runner.dry_until = time.monotonic() + defaults.IDLE_POLL_SECONDS
             runner.set_grant(grant)
         for pk, runner in list(self.runners.items()):
             if pk not in res.grants:

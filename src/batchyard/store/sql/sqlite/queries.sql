@@ -75,7 +75,7 @@ ON CONFLICT (processor) DO UPDATE SET tokens = excluded.tokens, updated_at = exc
 -- shortest repr costs more to print than the rest of the outcome).
 
 -- name: record_ok
-UPDATE items SET status = 2, result = nullif(j.value -> 3, 'null'), started_at = (j.value ->> 5) / 1e6,
+UPDATE items SET status = 2, result = nullif(j.value -> 3, 'null'), error = NULL, started_at = (j.value ->> 5) / 1e6,
                  finished_at = (j.value ->> 6) / 1e6, cost = j.value ->> 7, worker = NULL
 FROM json_each(:outcomes) AS j
 WHERE items.id = (j.value ->> 1) AND items.status = 1 AND items.worker = :worker;

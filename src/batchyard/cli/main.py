@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from batchyard.api import fingerprint
+from batchyard.cli.progress import ProgressView
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
 from batchyard.core.errors import (
@@ -25,14 +26,14 @@ from batchyard.core.errors import (
     ProcessorNotFound,
 )
 from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, Priority
-from batchyard.cli.progress import ProgressView
 from batchyard.io import inputs, outputs
+from batchyard.io.manifest import write_manifest
 from batchyard.store import open_store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run a function over every item of a batch: in parallel, durably, resumably.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -41,6 +42,13 @@ StoreOpt = Annotated[str | None, typer.Option("--store", envvar="BATCHYARD_STORE
 ProcessorsOpt = Annotated[list[str] | None, typer.Option(
     "--processors", help="Module or .py file registering processors (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+InputFormatOpt = Annotated[inputs.InputFormat | None, typer.Option(
+    "--input-format", help="Input format (default: from the extension; text when unknown).")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Directory inputs: include subdirectories.")]
+ErrorsOnlyOpt = Annotated[bool, typer.Option("--errors-only", help="Export only the failed items.")]
+ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Also write a manifest (JSON) to this file.")]
+ManifestRefOpt = Annotated[str | None, typer.Option(
+    "--manifest-ref", help="Result field holding each item's reference (default: ref, reference, swarm_ref or id).")]
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -98,18 +106,33 @@ def _print_summary(info: BatchInfo) -> None:
         out.print(f"  cost {info.cost_total:.6g} {info.cost_unit}", highlight=False)
 
 
-def _write_output(store: Any, info: BatchInfo, output: str, fmt: str | None) -> None:
-    chosen = fmt or {".csv": "csv", ".jsonl": "jsonl"}.get(Path(output).suffix.lower(), "json")
+def _write_output(store: Any, info: BatchInfo, output: str, fmt: str | None, errors_only: bool = False) -> None:
+    chosen = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(output).suffix.lower(), "json")
     if chosen not in outputs.FORMATS:
         fail(f"--format {chosen!r}: expected one of {', '.join(outputs.FORMATS)}")
+    partial = "" if info.is_final else f" (partial: {info.batch_id} is {info.status}; items done so far)"
     if output == "-":
-        outputs.write_results(store, info.batch_id, sys.stdout, chosen)
+        outputs.write_results(store, info.batch_id, sys.stdout, chosen, errors_only=errors_only)
+        if partial:
+            err.print(partial.strip(" ()"), highlight=False)
         return
     tmp = Path(output + ".partial")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        n = outputs.write_results(store, info.batch_id, fh, chosen)
+        n = outputs.write_results(store, info.batch_id, fh, chosen, errors_only=errors_only)
     tmp.replace(output)
-    err.print(f"wrote {n} results to {output} ({chosen})", highlight=False)
+    what = "failed items" if errors_only else "results"
+    err.print(f"wrote {n} {what} to {output} ({chosen}){partial}", highlight=False)
+
+
+def _write_manifest(store: Any, info: BatchInfo, path: str, ref_field: str | None) -> None:
+    if path == "-":
+        write_manifest(store, info.batch_id, sys.stdout, ref_field)
+        return
+    tmp = Path(path + ".partial")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        n = write_manifest(store, info.batch_id, fh, ref_field)
+    tmp.replace(path)
+    err.print(f"wrote a manifest of {n} items to {path}", highlight=False)
 
 
 class _Interrupts:
@@ -135,14 +158,19 @@ class _Interrupts:
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Argument(help="Input file (text lines or JSON array), or - for stdin.")],
+    input: Annotated[str, typer.Argument(help="Input: a CSV, JSONL, JSON or text file, a directory, a glob, "
+                                              "an fsspec URI (s3://, gs://, http://...), or - for stdin.")],
     processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name.")],
     param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, help="Items run at once.")] = 8,
     priority: Annotated[Priority, typer.Option("--priority")] = Priority.NORMAL,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write results here (- for stdout).")] = None,
     format: Annotated[str | None, typer.Option("--format", help="json, csv or jsonl (default: from --output).")] = None,
-    input_format: Annotated[str | None, typer.Option("--input-format", help="text or json.")] = None,
+    input_format: InputFormatOpt = None,
+    recursive: RecursiveOpt = False,
+    errors_only: ErrorsOnlyOpt = False,
+    manifest: ManifestOpt = None,
+    manifest_ref: ManifestRefOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; create nothing.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun only the failed items.")] = False,
     new: Annotated[bool, typer.Option("--new", help="Start a new batch even if this one ran before.")] = False,
@@ -159,7 +187,7 @@ def run(
     try:
         proc = engine.processor(processor)
         engine.check_params(proc, params)
-        source = inputs.open_input(input, input_format)
+        source = inputs.open_input(input, input_format, processor=proc, params=params, recursive=recursive)
         if dry_run:
             n = source.count()
             out.print(f"dry run: {n} items from {source.name} ({source.format}) would run through "
@@ -182,7 +210,9 @@ def run(
         fail(str(exc), EXIT_FAILED)
     info = _run_with_progress(engine, info)
     if output:
-        _write_output(engine.store, info, output, format)
+        _write_output(engine.store, info, output, format, errors_only)
+    if manifest:
+        _write_manifest(engine.store, info, manifest, manifest_ref)
     raise typer.Exit(_exit_code(info))
 
 
@@ -309,6 +339,9 @@ def results(
     batch_id: str,
     output: Annotated[str, typer.Option("--output", "-o", help="File to write (- for stdout).")] = "-",
     format: Annotated[str | None, typer.Option("--format", help="json, csv or jsonl.")] = None,
+    errors_only: ErrorsOnlyOpt = False,
+    manifest: ManifestOpt = None,
+    manifest_ref: ManifestRefOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Export a batch's results (what is done so far, if it is still running)."""
@@ -317,7 +350,39 @@ def results(
         info = engine.status(batch_id)
     except NotFound as exc:
         fail(str(exc))
-    _write_output(engine.store, info, output, format)
+    if manifest:
+        _write_manifest(engine.store, info, manifest, manifest_ref)
+        if output == "-":
+            return
+    _write_output(engine.store, info, output, format, errors_only)
+
+
+@app.command()
+def validate(
+    input: Annotated[str, typer.Argument(help="Input to check (any input `run` takes).")],
+    processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
+    input_format: InputFormatOpt = None,
+    recursive: RecursiveOpt = False,
+    processors: ProcessorsOpt = None,
+) -> None:
+    """Check an input against a processor's parameters without creating a batch; print every problem."""
+    try:
+        registry.load(processors or [])
+        proc = registry.get(processor)
+    except BatchyardError as exc:
+        fail(str(exc))
+    params = _parse_params(param)
+    try:
+        source = inputs.open_input(input, input_format, processor=proc, params=params, recursive=recursive)
+        n = source.count()
+    except InputError as exc:
+        for problem in exc.problems:
+            out.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        noun = "problem" if len(exc.problems) == 1 else "problems"
+        err.print(f"[red]{input}: {len(exc.problems)} {noun}[/red]", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    out.print(f"{source.name}: {n} items ({source.format}), valid for {proc.name!r}", highlight=False)
 
 
 @app.command()

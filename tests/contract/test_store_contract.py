@@ -278,8 +278,6 @@ class StoreContract:
         assert len(seen) == len(set(seen)) == 7
         assert set(seen) == made
 
-    @pytest.mark.xfail(reason="BUG: list_batches orders by batch id, whose suffix is random within a second, "
-                              "so the newest batch is not first (Engine.latest() picks a random one)", strict=True)
     def test_list_batches_newest_first(self, store: Store) -> None:
         made = [new_batch(store, 1).batch_id for _ in range(12)]
         assert [b.batch_id for b in store.list_batches()] == made[::-1]
@@ -380,8 +378,6 @@ class StoreContract:
         with pytest.raises(NotFound):
             store.transition("batch_nope", "pause")
 
-    @pytest.mark.xfail(reason="BUG: transition() accepts the internal actions complete/fail/finish_cancel, "
-                              "so a caller can complete a batch whose items are still pending", strict=True)
     @pytest.mark.parametrize("action", ["complete", "fail"])
     def test_internal_actions_are_not_user_transitions(self, store: Store, action: str) -> None:
         b = new_batch(store, 3)
@@ -389,8 +385,6 @@ class StoreContract:
             store.transition(b.batch_id, action)
         assert store.get_batch(b.batch_id).status == "running"
 
-    @pytest.mark.xfail(reason="BUG: pause accepts any reason text; DESIGN says a pause reason is one of "
-                              "user, budget_reached, resources", strict=True)
     def test_pause_reason_is_validated(self, store: Store) -> None:
         b = new_batch(store, 1)
         with pytest.raises((ValueError, BatchyardError)):
@@ -545,9 +539,6 @@ class StoreContract:
         assert 1 <= len(later) <= int(5 * elapsed) + 1  # about 5/s refilled
         assert store.get_batch(b.batch_id).items_running == len(first) + len(later)
 
-    @pytest.mark.xfail(reason="BUG: grants are planned before rate-limit tokens are taken, so a rate-limited "
-                              "high-priority batch keeps every slot and the worker idles while other batches "
-                              "wait", strict=True)
     def test_rate_limited_batch_does_not_starve_others(self, store: Store) -> None:
         slow = Processor(name="slow", fn=_fn, rate_limit=RateLimit.parse("1/s"))
         procs = {"slow": slow, "noop": NOOP}
@@ -699,9 +690,6 @@ class StoreContract:
         assert_counters_match_items(store, b.batch_id)
         assert store.get_batch(b.batch_id).status == "completed"
 
-    @pytest.mark.xfail(reason="BUG: workers.pk is reused (INTEGER PRIMARY KEY without AUTOINCREMENT): a worker "
-                              "registered after the newest one was reaped gets the reaped worker's pk, so the "
-                              "stale worker's heartbeat succeeds and its outcomes are accepted", strict=True)
     def test_fencing_survives_worker_pk_reuse(self, store: Store) -> None:
         b = new_batch(store, 2, parallel=2)
         w1 = store.register_worker("w1", ["noop"], 2)
@@ -760,9 +748,6 @@ class StoreContract:
         store.record(worker, [ok(pk, c) for c in got[1:]])
         assert store.get_batch(b.batch_id).status == "failed"
 
-    @pytest.mark.xfail(reason="BUG: a retry outcome recorded after the failure policy tripped puts the item "
-                              "back to pending in a batch that claim() skips (failing=1): the batch never ends",
-                       strict=True)
     def test_retry_outcome_after_trip_still_ends_the_batch(self, store: Store, worker: int) -> None:
         b = new_batch(store, 5, parallel=1, failure_policy=FailurePolicy(max_failures=0))
         pk, got = claim_batch(store, worker, b, capacity=1)
@@ -774,8 +759,6 @@ class StoreContract:
         assert done.items_pending == 0
         assert_counters_match_items(store, b.batch_id)
 
-    @pytest.mark.xfail(reason="BUG: release() after the failure policy tripped puts items back to pending "
-                              "in a batch that claim() skips (failing=1): the batch never ends", strict=True)
     def test_release_after_trip_still_ends_the_batch(self, store: Store, worker: int) -> None:
         b = new_batch(store, 5, parallel=1, failure_policy=FailurePolicy(max_failures=0))
         pk, got = claim_batch(store, worker, b, capacity=1)
@@ -783,8 +766,6 @@ class StoreContract:
         store.release(worker, pk, [got[1].rowid])
         assert store.get_batch(b.batch_id).status == "failed"
 
-    @pytest.mark.xfail(reason="BUG: a retry outcome recorded while the batch is cancelling puts the item back "
-                              "to pending; the batch then ends 'cancelled' with pending items", strict=True)
     def test_retry_outcome_in_cancelling_batch_cancels_the_item(self, store: Store, worker: int) -> None:
         b = new_batch(store, 5, parallel=1)
         pk, got = claim_batch(store, worker, b, capacity=1)
@@ -938,8 +919,6 @@ class StoreContract:
         with pytest.raises(NotFound):
             store.get_item("batch_nope", "1")
 
-    @pytest.mark.xfail(reason="BUG: get_item(batch, '0') returns the previous batch's last item (seq 0); "
-                              "a non-ASCII digit such as '²' raises ValueError instead of NotFound", strict=True)
     @pytest.mark.parametrize("item_id", ["0", "00", "²"])
     def test_get_item_never_reads_another_batch(self, store: Store, item_id: str) -> None:
         new_batch(store, 3)

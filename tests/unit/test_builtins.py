@@ -79,9 +79,7 @@ def test_sha256_bad_paths_are_permanent(tmp_path: Path, payload: Any) -> None:
     ("echo {//}", "a dir/b c.txt", "echo 'a dir'"),
     ("echo {} {}", "x", "echo x x"),
     ("echo {x}", "v", "echo {x} v"),
-    pytest.param("echo {//}", "file.txt", "echo .", marks=pytest.mark.xfail(
-        reason="BUG: {//} of a bare file name renders '' (os.path.dirname); GNU parallel gives '.'",
-        strict=True)),
+    pytest.param("echo {//}", "file.txt", "echo ."),
 ])
 def test_render_command(template: str, value: str, expected: str) -> None:
     assert render_command(template, value) == expected
@@ -113,8 +111,6 @@ def test_shell_timeout() -> None:
         run("shell", "x", {"command": "sleep 3; echo {}", "shell_timeout": 0.2})
 
 
-@pytest.mark.xfail(reason="BUG: shell's shell_timeout kills only /bin/sh; the command's own children keep "
-                          "running after the item timed out (no process group is killed)", strict=True)
 def test_shell_timeout_kills_the_whole_command() -> None:
     import random
 

@@ -189,8 +189,6 @@ def test_ainvoke_permanent_error() -> None:
     assert not a.ok and a.permanent and a.error is not None and a.error["message"] == "nope"
 
 
-@pytest.mark.xfail(reason="BUG: ainvoke catches every TimeoutError as its own timeout: a processor's own "
-                          "TimeoutError('upstream slow') is reported as 'item timed out after Nones'", strict=True)
 def test_ainvoke_keeps_the_processors_own_timeout_error() -> None:
     async def fn(item: Item, ctx: Context) -> None:
         raise TimeoutError("upstream slow")

@@ -85,8 +85,6 @@ def test_mismatched_mode_is_an_error() -> None:
             get(name)
 
 
-@pytest.mark.xfail(reason="BUG: processor(mode=...) does not validate the mode: a typo such as 'proces' is "
-                          "accepted and the function silently runs in threads", strict=True)
 def test_unknown_mode_is_an_error() -> None:
     with pytest.raises(ConfigError):
         processor("unit-typo", mode="proces")(lambda item, ctx: None)  # type: ignore[arg-type]
@@ -180,9 +178,6 @@ def test_load_file_that_fails_to_import(tmp_path: Path, body: str) -> None:
         load([str(f)], entry_points=False)
 
 
-@pytest.mark.xfail(reason="BUG: _load_one registers the module in sys.modules before executing it and leaves "
-                          "it there on failure, so loading the same broken file again silently succeeds",
-                   strict=True)
 def test_load_broken_file_twice_fails_twice(tmp_path: Path) -> None:
     f = tmp_path / "broken_twice.py"
     f.write_text("raise RuntimeError('boom')\n")

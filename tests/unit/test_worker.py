@@ -127,9 +127,6 @@ def test_permanent_errors_fail_items_without_stopping_the_batch(db: SQLiteStore)
     assert all(i.attempts == 1 and i.error is not None and i.error.message == "multiple of three" for i in failed)
 
 
-@pytest.mark.xfail(reason="BUG: a result that is not JSON-serialisable is recorded as 'succeeded' with no "
-                          "result: encode_outcomes rewrites the outcome's kind to fail, but SQLiteStore.record "
-                          "already grouped it under 'ok' and record_ok ignores the kind", strict=True)
 def test_unencodable_result_fails_the_item(db: SQLiteStore) -> None:
     @processor(unique("unencodable"))
     def unencodable(item: Item, ctx: Context) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import subprocess
 import time
 from typing import Any
@@ -63,7 +64,7 @@ def render_command(template: str, value: str) -> str:
         "{}": value,
         "{.}": os.path.splitext(value)[0],
         "{/}": base,
-        "{//}": os.path.dirname(value),
+        "{//}": os.path.dirname(value) or ".",
         "{/.}": os.path.splitext(base)[0],
     }
     out, i = [], 0
@@ -90,16 +91,20 @@ def shell(item: Item, ctx: Context) -> dict[str, Any]:
     cmd = render_command(item.params.command, value)
     env = {**os.environ, "BATCHYARD_BATCH_ID": ctx.batch_id, "BATCHYARD_ITEM_ID": ctx.item_id,
            "BATCHYARD_IDEMPOTENCY_KEY": ctx.idempotency_key}
-    try:
-        proc = subprocess.run(cmd, shell=True, capture_output=True, env=env,
-                              timeout=item.params.shell_timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise TimeoutError(f"command timed out after {exc.timeout}s: {cmd}") from None
+    # A session of its own, so a timeout kills the command's children too, not only /bin/sh.
+    with subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=item.params.shell_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise TimeoutError(f"command timed out after {item.params.shell_timeout}s: {cmd}") from None
     result = {
         "command": cmd,
         "exit_code": proc.returncode,
-        "stdout": proc.stdout.decode("utf-8", "replace")[-TAIL_CHARS:],
-        "stderr": proc.stderr.decode("utf-8", "replace")[-TAIL_CHARS:],
+        "stdout": stdout.decode("utf-8", "replace")[-TAIL_CHARS:],
+        "stderr": stderr.decode("utf-8", "replace")[-TAIL_CHARS:],
     }
     if proc.returncode != 0:
         raise CommandFailed(result)

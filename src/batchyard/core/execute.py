@@ -58,24 +58,26 @@ def encode_result(value: Any) -> str:
 
 
 def encode_outcomes(outcomes: list[Outcome]) -> str:
-    """Encode a chunk of outcomes as one JSON array (one C call, not one per item).
+    """Encode a chunk of outcomes as one JSON array: one C call, not one per item.
 
-    A result that cannot be encoded turns its outcome into a permanent failure saying why, so one bad
-    return value never blocks the rest of the chunk.
+    Raises TypeError or ValueError if a result cannot be encoded; ``sanitize_outcomes`` fixes that.
     """
-    try:
-        return _encode(outcomes)
-    except (TypeError, ValueError):
-        fixed = []
-        for o in outcomes:
-            try:
-                _encode(o)
-                fixed.append(o)
-            except (TypeError, ValueError) as exc:
-                err = error_info(exc, 0)
-                err["message"] = f"result is not JSON-serialisable: {exc}"
-                fixed.append((o[0], o[1], FAIL, None, err, o[5], o[6], o[7], None))
-        return _encode(fixed)
+    return _encode(outcomes)
+
+
+def sanitize_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
+    """Turn every outcome whose result cannot be encoded into a permanent failure saying why."""
+    fixed: list[Outcome] = []
+    for o in outcomes:
+        try:
+            _encode(o)
+            fixed.append(o)
+        except (TypeError, ValueError) as exc:
+            err = error_info(exc, 0)
+            err["message"] = f"result is not JSON-serialisable: {exc}"
+            err["type"] = "InvalidResult"
+            fixed.append((o[0], o[1], FAIL, None, err, o[5], o[6], o[7], None))  # type: ignore[arg-type]
+    return fixed
 
 
 def error_info(exc: BaseException, attempt: int) -> dict[str, Any]:
@@ -137,14 +139,16 @@ async def ainvoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
 
     started = time.time()
     ctx = None
+    scope = None
     try:
         item, ctx = make_item(proc, rt, c)
-        coro = proc.fn(item, ctx)
-        value = await (asyncio.wait_for(coro, proc.timeout) if proc.timeout else coro)
+        async with asyncio.timeout(proc.timeout) as scope:
+            value = await proc.fn(item, ctx)
         return _finish(proc, rt, ctx, value, started)
-    except TimeoutError:
-        exc = TimeoutError(f"item timed out after {proc.timeout}s")
-        return failed_attempt(exc, ctx, c[4], started)
+    except TimeoutError as own:
+        err = TimeoutError(f"item timed out after {proc.timeout}s") \
+            if scope is not None and scope.expired() else own
+        return failed_attempt(err, ctx, c[4], started)
     except Exception as exc:
         return failed_attempt(exc, ctx, c[4], started)
 

@@ -24,15 +24,20 @@ class RateLimit:
             raise ValueError(f"rate limit {text!r}: expected COUNT/UNIT such as '20/s' or '600/min'")
         count = float(m.group(1))
         span = float(m.group(2) or 1) * _UNITS[m.group(3)]
-        if count <= 0:
-            raise ValueError(f"rate limit {text!r}: count must be positive")
+        if count <= 0 or span <= 0:
+            raise ValueError(f"rate limit {text!r}: count and period must be positive")
         per_second = count / span
         # At most one second's worth at once (and at least one item), so starts stay evenly spread.
         return cls(per_second=per_second, burst=max(1.0, per_second), text=text)
 
 
+def level(tokens: float, updated_at: float, now: float, limit: RateLimit) -> float:
+    """Tokens in the bucket at ``now``."""
+    return min(limit.burst, tokens + max(0.0, now - updated_at) * limit.per_second)
+
+
 def take_tokens(tokens: float, updated_at: float, now: float, want: int, limit: RateLimit) -> tuple[int, float]:
     """Refill the bucket up to ``now`` and take up to ``want`` whole tokens: (taken, tokens left)."""
-    level = min(limit.burst, tokens + max(0.0, now - updated_at) * limit.per_second)
-    taken = max(0, min(want, int(level)))
-    return taken, level - taken
+    have = level(tokens, updated_at, now, limit)
+    taken = max(0, min(want, int(have)))
+    return taken, have - taken

@@ -153,6 +153,8 @@ def processor(
 
     def register(fn: Callable[..., Any]) -> Processor:
         is_coro = inspect.iscoroutinefunction(fn)
+        if mode is not None and mode not in ("async", "thread", "process"):
+            raise ConfigError(f"processor {fn.__name__}: mode={mode!r}; expected 'async', 'thread' or 'process'")
         chosen: Mode = mode or ("async" if is_coro else "thread")
         if chosen == "async" and not is_coro:
             raise ConfigError(f"processor {fn.__name__}: mode='async' needs an 'async def' function")
@@ -231,8 +233,16 @@ def _load_one(src: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             # A file next to its helpers should be able to import them.
-            sys.path.insert(0, str(path.resolve().parent))
-            spec.loader.exec_module(module)
+            folder = str(path.resolve().parent)
+            sys.path.insert(0, folder)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                # Leave no half-imported module behind: loading the file again must fail again.
+                sys.modules.pop(mod_name, None)
+                if folder in sys.path:
+                    sys.path.remove(folder)
+                raise
         else:
             importlib.import_module(src)
     except ConfigError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -24,7 +25,14 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before the attempt that follows attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * self.factor ** max(0, attempt - 1))
+        n = max(0, attempt - 1)
+        # factor ** n overflows a float long before it matters: past max_delay it is max_delay.
+        if self.base_delay <= 0:
+            ceiling = 0.0
+        elif self.factor <= 1 or n * math.log(self.factor) < math.log(self.max_delay / self.base_delay + 1e-300):
+            ceiling = min(self.max_delay, self.base_delay * self.factor ** n)
+        else:
+            ceiling = self.max_delay
         if not self.jitter:
             return ceiling
         # Never less than a tenth of the ceiling, so a retry storm still spreads out.

@@ -42,15 +42,23 @@ class Plan:
     claim: int
 
 
-def grants(runnable: list[Runnable], capacity: int, proc_room: dict[str, int]) -> dict[int, int]:
-    """Split ``capacity`` slots over batches: strict priority tiers, water-filling within a tier."""
+def grants(runnable: list[Runnable], capacity: int, proc_room: dict[str, int],
+           held: dict[int, Held] | None = None) -> dict[int, int]:
+    """Split ``capacity`` slots over batches: strict priority tiers, water-filling within a tier.
+
+    A batch never gets more slots than it has work (pending items plus what this worker holds).
+    """
+    held = held or {}
     out: dict[int, int] = {r.pk: 0 for r in runnable}
     room = dict(proc_room)
     left = capacity
     tiers = sorted({r.priority for r in runnable}, reverse=True)
     for tier in tiers:
         members = sorted((r for r in runnable if r.priority == tier), key=lambda r: r.last_claim_at)
-        caps = {r.pk: max(0, r.parallel - r.slots_others) for r in members}
+        caps = {}
+        for r in members:
+            h = held.get(r.pk, Held())
+            caps[r.pk] = max(0, min(r.parallel - r.slots_others, r.pending + h.buffered + h.in_flight))
         active = [r for r in members if caps[r.pk] > 0]
         while left > 0 and active:
             share = max(1, left // len(active))
@@ -86,7 +94,7 @@ def buffer_target(grant: int, avg_duration: float | None) -> int:
 
 def plan(runnable: list[Runnable], held: dict[int, Held], capacity: int,
          proc_room: dict[str, int]) -> dict[int, Plan]:
-    g = grants(runnable, capacity, proc_room)
+    g = grants(runnable, capacity, proc_room, held)
     out = {}
     for r in runnable:
         h = held.get(r.pk, Held())

@@ -48,6 +48,9 @@ BATCH_ACTIONS: dict[str, tuple[frozenset[BatchStatus], BatchStatus]] = {
     "retry": (frozenset({B.COMPLETED, B.FAILED}), B.RUNNING),
 }
 
+# What a user (CLI, API, REST) may ask for; the rest are the engine's own.
+USER_ACTIONS = frozenset({"start", "pause", "resume", "cancel", "retry"})
+
 # Item transitions, for documentation and for the stores' guarded writes.
 ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
     ItemStatus.PENDING: frozenset({ItemStatus.RUNNING, ItemStatus.CANCELLED}),

@@ -470,7 +470,13 @@ class Worker:
         assert self.worker_pk is not None
         self.store.unregister_worker(self.worker_pk)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(self._stop_loop, self._loop)
+
+    @staticmethod
+    def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.call_soon(loop.stop)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "runners": {r.rt.batch_id: {"grant": r.grant, "buffered": len(r.buffer),

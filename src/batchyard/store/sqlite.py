@@ -25,9 +25,9 @@ from typing import Any
 
 import psutil
 
-from batchyard.core import defaults, states
+from batchyard.core import defaults, limits, states
 from batchyard.core.errors import ConfigError, InvalidTransition, NotFound, SchemaVersionError
-from batchyard.core.execute import encode_outcomes
+from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
@@ -208,13 +208,18 @@ class SQLiteStore:
             sql += " AND EXISTS (SELECT 1 FROM json_each(spec, '$.tags') WHERE value = ?)"
             args.append(tag)
         if before:
-            sql += " AND id < ?"
+            sql += " AND pk < COALESCE((SELECT pk FROM batches WHERE id = ?), 0)"
             args.append(before)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += " ORDER BY pk DESC LIMIT ?"
         args.append(limit)
         return [_batch_info(r) for r in self._conn().execute(sql, args)]
 
     def transition(self, batch_id: str, action: str, reason: str | None = None) -> BatchInfo:
+        if action not in states.USER_ACTIONS:
+            raise ValueError(f"{action!r} is not an action a user can take; expected one of "
+                             f"{', '.join(sorted(states.USER_ACTIONS))}")
+        if action == "pause":
+            reason = states.PauseReason(reason or states.PauseReason.USER).value
         now = time.time()
         with self._write() as conn:
             row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
@@ -257,7 +262,11 @@ class SQLiteStore:
             raise InvalidTransition("batch", row["id"], row["status"], str(sets.get("status")))
 
     def _settle(self, conn: sqlite3.Connection, pk: int, now: float) -> None:
-        """End the batch if every item is final; trip its failure policy if it says so."""
+        """End the batch if every item is final; trip its failure policy if it says so.
+
+        A batch that is cancelling, or whose failure policy tripped, runs nothing more: items that come
+        back to pending (a retry outcome, a release, a reaped worker) are cancelled here.
+        """
         row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
         if row is None:
             return
@@ -265,10 +274,13 @@ class SQLiteStore:
             spec = BatchSpec.model_validate({"processor": row["processor"], **json.loads(row["spec"])})
             why = spec.failure_policy.tripped(row["items_failed"], row["items_total"])
             if why:
-                n = conn.execute(Q["cancel_pending_items"], (row["first_item"], row["last_item"])).rowcount
-                conn.execute("UPDATE batches SET failing = 1, status_reason = ?, items_pending = items_pending - ?,"
-                             " items_cancelled = items_cancelled + ? WHERE pk = ?", (why, n, n, pk))
+                conn.execute("UPDATE batches SET failing = 1, status_reason = ? WHERE pk = ?", (why, pk))
                 row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
+        if row["items_pending"] and (row["failing"] or row["status"] == BatchStatus.CANCELLING):
+            n = conn.execute(Q["cancel_pending_items"], (row["first_item"], row["last_item"])).rowcount
+            conn.execute("UPDATE batches SET items_pending = items_pending - ?, items_cancelled = items_cancelled + ?"
+                         " WHERE pk = ?", (n, n, pk))
+            row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
         action = states.settle(row["status"], row["items_pending"], row["items_running"], bool(row["failing"]))
         if action is None:
             return
@@ -335,9 +347,9 @@ class SQLiteStore:
         conn = self._conn()
         r = conn.execute("SELECT * FROM items WHERE key = ? AND id BETWEEN ? AND ?",
                          (item_id, first, last)).fetchone()
-        if r is None and item_id.isdigit():
-            r = conn.execute("SELECT * FROM items WHERE id = ? AND id <= ? AND key IS NULL",
-                             (first + int(item_id) - 1, last)).fetchone()
+        if r is None and item_id.isascii() and item_id.isdigit() and 1 <= int(item_id) <= last - first + 1:
+            r = conn.execute("SELECT * FROM items WHERE id = ? AND key IS NULL",
+                             (first + int(item_id) - 1,)).fetchone()
         if r is None:
             raise NotFound(f"no item {item_id!r} in batch {batch_id!r}")
         return _item_info(batch_id, first, r)
@@ -393,8 +405,16 @@ class SQLiteStore:
                 proc_used[proc] = proc_used.get(proc, 0) + n
             proc_room = {name: max(0, p.concurrency - proc_used.get(name, 0))
                          for name, p in processors.items() if getattr(p, "concurrency", None)}
+            # A rate-limited processor's batches can use no more slots than it has tokens for now.
+            startable: dict[str, float] = {}
+            for name, p in processors.items():
+                limit = getattr(p, "rate_limit", None)
+                if limit is not None:
+                    bucket = conn.execute(Q["get_bucket"], (name,)).fetchone()
+                    startable[name] = limits.level(bucket[0], bucket[1], now, limit) if bucket else limit.burst
             runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"],
-                                 parallel=r["parallel"], pending=r["items_pending"],
+                                 parallel=r["parallel"], pending=min(r["items_pending"], int(startable.get(
+                                     r["processor"], r["items_pending"]))),
                                  slots_others=others.get(r["pk"], 0), last_claim_at=r["last_claim_at"])
                         for r in rows]
             plans = plan(runnable, held, capacity, proc_room)
@@ -450,21 +470,20 @@ class SQLiteStore:
         if not outcomes:
             return RecordResult()
         now = time.time()
-        groups: dict[tuple[int, str], list[Outcome]] = {}
-        for o in outcomes:
-            key = (o[0], o[2])  # (batch_pk, kind)
-            g = groups.get(key)
-            if g is None:
-                groups[key] = [o]
-            else:
-                g.append(o)
+        groups = _group(outcomes)
+        try:
+            blobs = {key: encode_outcomes(group) for key, group in groups.items()}
+        except (TypeError, ValueError):
+            # Some result is not JSON: those items fail instead (a rare path, so encode twice).
+            groups = _group(sanitize_outcomes(outcomes))
+            blobs = {key: encode_outcomes(group) for key, group in groups.items()}
         res = RecordResult()
         per_batch: dict[int, dict[str, float]] = {}
         with self._write() as conn:
             for (batch_pk, kind), group in groups.items():
                 sql = _RECORD[kind]
                 conn.execute("SAVEPOINT rec")
-                n = conn.execute(sql, {"outcomes": encode_outcomes(group), "worker": worker_pk}).rowcount
+                n = conn.execute(sql, {"outcomes": blobs[(batch_pk, kind)], "worker": worker_pk}).rowcount
                 if n == len(group):
                     accepted = group
                     conn.execute("RELEASE rec")
@@ -578,6 +597,19 @@ def _process_alive(pid: int, started: float | None) -> bool:
 
 
 _RECORD = {OK: Q["record_ok"], FAIL: Q["record_fail"], RETRY: Q["record_retry"]}
+
+
+def _group(outcomes: list[Outcome]) -> dict[tuple[int, str], list[Outcome]]:
+    """Outcomes by (batch_pk, kind): one statement per group."""
+    groups: dict[tuple[int, str], list[Outcome]] = {}
+    for o in outcomes:
+        key = (o[0], o[2])
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [o]
+        else:
+            g.append(o)
+    return groups
 
 
 def _statements(sql: str) -> list[str]:

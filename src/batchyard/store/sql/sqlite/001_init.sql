@@ -61,8 +61,9 @@ CREATE TABLE items (
 CREATE INDEX items_pending ON items (id) WHERE status = 0;
 CREATE INDEX items_key ON items (key) WHERE key IS NOT NULL;
 
+-- AUTOINCREMENT: a worker's pk is its fencing token, so it must never be handed to another worker.
 CREATE TABLE workers (
-    pk           INTEGER PRIMARY KEY,
+    pk           INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
     name         TEXT NOT NULL,
     hostname     TEXT NOT NULL,

@@ -106,6 +106,8 @@ def venv_bin(name: str) -> str:
 def cloud_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_"))}
     env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+                "AWS_DEFAULT_REGION": "us-east-1", "NO_PROXY": "127.0.0.1,localhost",
+                # gcsfs would otherwise probe the bucket type over gRPC, which the emulator does not speak.
+                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
     env.update(extra)
     return env

@@ -10,6 +10,7 @@ consuming the items inside a transaction rolls the whole batch back.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
@@ -200,6 +201,7 @@ def open_input(location: str, fmt: str | None = None, *, processor: Any = None,
         spool = tempfile.NamedTemporaryFile(prefix="batchyard-stdin-", delete=False)  # noqa: SIM115
         with spool:
             shutil.copyfileobj(sys.stdin.buffer, spool)
+        atexit.register(Path(spool.name).unlink, missing_ok=True)
         fs, path = fsspec.core.url_to_fs(spool.name)
         return InputSource(name="<stdin>", format=fmt or "text", fs=fs, path=path, spool=Path(spool.name),
                            **common)

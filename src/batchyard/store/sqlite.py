@@ -195,9 +195,20 @@ class SQLiteStore:
         return _batch_info(row) if row else None
 
     def list_batches(self, *, status: str | None = None, processor: str | None = None,
-                     tag: str | None = None, limit: int = 100, before: str | None = None) -> list[BatchInfo]:
+                     tag: str | None = None, limit: int = 100, before: str | None = None,
+                     tenant: str | None = None, created_after: float | None = None,
+                     created_before: float | None = None) -> list[BatchInfo]:
         sql = "SELECT * FROM batches WHERE 1=1"
         args: list[Any] = []
+        if tenant:
+            sql += " AND tenant = ?"
+            args.append(tenant)
+        if created_after is not None:
+            sql += " AND created_at >= ?"
+            args.append(created_after)
+        if created_before is not None:
+            sql += " AND created_at < ?"
+            args.append(created_before)
         if status:
             sql += " AND status = ?"
             args.append(status)

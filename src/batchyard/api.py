@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from batchyard.core.engine import Engine
 from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, ItemInfo, NewItem, Priority
 from batchyard.core.processor import Processor
 from batchyard.core.store import Store
+from batchyard.io.inputs import from_iterable
 from batchyard.store import open_store
 
 
@@ -51,9 +53,18 @@ def _engine(store: str | Store | None, processors: Iterable[str] = ()) -> Engine
     return Engine(st, processors)
 
 
-def _items(items: Iterable[Any]) -> Iterator[NewItem | tuple[str | None, Any]]:
-    for it in items:
-        yield it if isinstance(it, NewItem) else (None, it)
+def _rows(items: Iterable[Any], processor: Processor, params: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
+    """(key, payload) rows, checked like a file's: objects against the processor's parameter model."""
+    keys: deque[str | None] = deque()
+
+    def payloads() -> Iterator[Any]:
+        for it in items:
+            keys.append(it.key if isinstance(it, NewItem) else None)
+            yield it.payload if isinstance(it, NewItem) else it
+
+    for key, payload in from_iterable(payloads(), processor=processor, params=params):
+        own = keys.popleft()
+        yield (own if own is not None else key), payload
 
 
 def run(items: Iterable[Any], processor: str | Processor, *, params: dict[str, Any] | None = None,
@@ -71,7 +82,7 @@ def run(items: Iterable[Any], processor: str | Processor, *, params: dict[str, A
     spec = BatchSpec(processor=name, params=params or {}, parallel=parallel, priority=Priority(priority),
                      failure_policy=FailurePolicy(max_failures=max_failures, max_failure_rate=max_failure_rate),
                      description=description, tags=tags or [])
-    info = engine.submit(spec, _items(items))
+    info = engine.submit(spec, _rows(items, engine.processor(name), spec.params))
     engine.run(info.batch_id, on_progress=on_progress)
     return Batch(engine, info.batch_id)
 

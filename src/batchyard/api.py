@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from batchyard.core import defaults
@@ -96,20 +97,35 @@ def batch(batch_id: str, *, store: str | Store | None = None) -> Batch:
     return Batch(_engine(store), batch_id)
 
 
+@contextmanager
+def _local(store: str | Store | None) -> Iterator[Engine]:
+    """An engine for one call; a store opened here is closed here."""
+    engine = _engine(store)
+    try:
+        yield engine
+    finally:
+        if store is None or isinstance(store, str):
+            engine.store.close()
+
+
 def status(batch_id: str, *, store: str | Store | None = None) -> BatchInfo:
-    return _engine(store).status(batch_id)
+    with _local(store) as engine:
+        return engine.status(batch_id)
 
 
 def pause(batch_id: str, *, store: str | Store | None = None) -> BatchInfo:
-    return _engine(store).pause(batch_id)
+    with _local(store) as engine:
+        return engine.pause(batch_id)
 
 
 def resume(batch_id: str, *, store: str | Store | None = None) -> BatchInfo:
-    return _engine(store).resume(batch_id)
+    with _local(store) as engine:
+        return engine.resume(batch_id)
 
 
 def cancel(batch_id: str, *, store: str | Store | None = None) -> BatchInfo:
-    return _engine(store).cancel(batch_id)
+    with _local(store) as engine:
+        return engine.cancel(batch_id)
 
 
 def fingerprint(processor: str, params: dict[str, Any], content_hash: str, fmt: str) -> str:

@@ -95,14 +95,8 @@ def test_timeout_fails_items_with_timeout_error(tmp_path, store_path, procs_file
         assert r["result"] is None
 
 
-POLICY_BUG = ("BUG: when the failure policy trips while the worker holds claimed-but-unstarted items, "
-              "`batchyard run` hangs: SQLiteStore.claim() skips batches with failing=1, so the runner's grant "
-              "drops to 0 and its lanes stop, but Worker._check_states() only releases buffers of batches whose "
-              "status is not 'running' (a failing batch still is), so the buffered items stay 'running' forever "
-              "and the batch never settles (it only ends 'failed' after SIGTERM/SIGINT releases them)")
 
 
-@pytest.mark.xfail(reason=POLICY_BUG, strict=True)
 @pytest.mark.parametrize("policy", [["--max-failures", "3"], ["--max-failure-rate", "0.2"]],
                          ids=["max-failures", "max-failure-rate"])
 def test_failure_policy_fails_the_batch_and_cancels_the_rest(policy, tmp_path, start_run, store_path, reader,

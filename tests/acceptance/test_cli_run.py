@@ -141,9 +141,6 @@ def test_format_option_overrides_extension(tmp_path: Path, store_path: Path) -> 
     assert len(out.read_text().splitlines()) == 2
 
 
-@pytest.mark.xfail(reason="BUG: `run --format xml` (or an --output with an unknown format) is only rejected "
-                          "after the whole batch has run (_write_output checks the format at the end); a usage "
-                          "error should exit 2 before creating or running anything", strict=True)
 def test_bad_output_format_is_rejected_before_running(tmp_path: Path, store_path: Path) -> None:
     src = write_lines(tmp_path / "items.txt", ["a", "b"])
     bad = cli("run", src, "-p", "noop", "--store", store_path, "-o", tmp_path / "r.out", "--format", "xml")
@@ -374,8 +371,6 @@ def test_dry_run_creates_no_batch(tmp_path: Path, store_path: Path) -> None:
     assert cli("run", tmp_path / "none.txt", "-p", "noop", "--dry-run", "--store", store_path).returncode == 2
 
 
-@pytest.mark.xfail(reason="BUG: `run --dry-run` opens the store before the dry-run check, creating the store "
-                          "directory and database file", strict=True)
 def test_dry_run_creates_no_store_file(tmp_path: Path, store_path: Path) -> None:
     src = write_lines(tmp_path / "items.txt", range(3))
     assert cli("run", src, "-p", "noop", "--dry-run", "--store", store_path).returncode == 0

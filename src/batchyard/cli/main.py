@@ -106,10 +106,15 @@ def _print_summary(info: BatchInfo) -> None:
         out.print(f"  cost {info.cost_total:.6g} {info.cost_unit}", highlight=False)
 
 
-def _write_output(store: Any, info: BatchInfo, output: str, fmt: str | None, errors_only: bool = False) -> None:
+def _output_format(output: str, fmt: str | None) -> str:
     chosen = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(output).suffix.lower(), "json")
     if chosen not in outputs.FORMATS:
         fail(f"--format {chosen!r}: expected one of {', '.join(outputs.FORMATS)}")
+    return chosen
+
+
+def _write_output(store: Any, info: BatchInfo, output: str, fmt: str | None, errors_only: bool = False) -> None:
+    chosen = _output_format(output, fmt)
     partial = "" if info.is_final else f" (partial: {info.batch_id} is {info.status}; items done so far)"
     if output == "-":
         outputs.write_results(store, info.batch_id, sys.stdout, chosen, errors_only=errors_only)
@@ -182,17 +187,20 @@ def run(
     processors: ProcessorsOpt = None,
 ) -> None:
     """Run a batch in this process, with a progress bar; rerunning the same command resumes it."""
-    engine = _engine(store, processors)
     params = _parse_params(param)
+    if output:
+        _output_format(output, format)  # a usage error is reported before any work is done
     try:
-        proc = engine.processor(processor)
-        engine.check_params(proc, params)
+        registry.load(processors or [])
+        proc = registry.get(processor)
+        Engine.check_params(proc, params)
         source = inputs.open_input(input, input_format, processor=proc, params=params, recursive=recursive)
         if dry_run:
             n = source.count()
             out.print(f"dry run: {n} items from {source.name} ({source.format}) would run through "
                       f"{proc.name!r}; nothing was created", highlight=False)
             raise typer.Exit(EXIT_OK)
+        engine = _engine(store, processors)
         fp = fingerprint(proc.name, params, source.fingerprint(), source.format)
         info = None if new else engine.store.find_resumable(fp)
         if info is not None:

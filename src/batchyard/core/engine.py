@@ -30,7 +30,8 @@ class Engine:
     def processor(self, name: str) -> Processor:
         return registry.get(name)
 
-    def check_params(self, proc: Processor, params: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def check_params(proc: Processor, params: dict[str, Any]) -> dict[str, Any]:
         """Validate shared params alone, where the model allows it; return them JSON-ready."""
         if proc.params_model is None:
             return params

@@ -400,8 +400,11 @@ class Worker:
                 runner.dry_until = time.monotonic() + defaults.IDLE_POLL_SECONDS
             runner.set_grant(grant)
         for pk, runner in list(self.runners.items()):
-            if pk not in res.grants:
+            if not res.grants.get(pk):
+                # No slots for this batch now (paused, cancelled, failure policy tripped, or given to
+                # others): hand back what has not started, so it is neither stuck nor held from others.
                 runner.set_grant(0)
+                self._release(runner)
             self._retire_if_idle(pk, runner)
         return n
 

@@ -1,6 +1,7 @@
 """batchyard: run a function over every item of a batch, in parallel, with durable per-item state."""
 
 from batchyard.api import Batch, arun, batch, cancel, pause, resume, run, status
+from batchyard.client import ApiError, AsyncClient, Client
 from batchyard.core.engine import Engine
 from batchyard.core.errors import (
     BatchyardError,
@@ -21,11 +22,14 @@ from batchyard.store import open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiError",
+    "AsyncClient",
     "Batch",
     "BatchInfo",
     "BatchSpec",
     "BatchStatus",
     "BatchyardError",
+    "Client",
     "ConfigError",
     "Context",
     "Engine",

@@ -420,5 +420,12 @@ def processors_(json_: JsonOpt = False, processors: ProcessorsOpt = None) -> Non
     out.print(table)
 
 
+from batchyard.cli.serve import serve  # noqa: E402  (the service commands live in their own modules)
+from batchyard.cli.worker_cmd import worker  # noqa: E402
+
+app.command("serve")(serve)
+app.command("worker")(worker)
+
+
 def main() -> None:
     app()

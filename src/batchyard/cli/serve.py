@@ -1,0 +1,70 @@
+"""``batchyard serve``: the REST API on uvicorn, with embedded workers unless ``--workers 0``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from batchyard.core.engine import Engine
+from batchyard.core.errors import BatchyardError
+from batchyard.store import open_store
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+EXIT_USAGE = 2
+err = Console(stderr=True, soft_wrap=True)
+
+# The same options as ``cli.main``'s (redefined: this module must import without it, and it without this).
+StoreOpt = Annotated[str | None, typer.Option("--store", envvar="BATCHYARD_STORE",
+                                              help="Store path or URL (default ./.batchyard/batchyard.db).")]
+ProcessorsOpt = Annotated[list[str] | None, typer.Option(
+    "--processors", help="Module or .py file registering processors (repeatable).")]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", envvar="BATCHYARD_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="BATCHYARD_PORT", min=0, max=65535)] = 8000,
+    store: StoreOpt = None,
+    workers: Annotated[int, typer.Option("--workers", envvar="BATCHYARD_WORKERS", min=0,
+                                         help="Items the embedded worker runs at once; 0 = API only.")] = 8,
+    processors: ProcessorsOpt = None,
+    retention_days: Annotated[float | None, typer.Option(
+        "--retention-days", envvar="BATCHYARD_RETENTION_DAYS", min=0,
+        help="Delete final batches older than this many days, hourly.")] = None,
+    allow_unsafe_processors: Annotated[bool, typer.Option(
+        "--allow-unsafe-processors", help="Serve processors that run arbitrary commands (shell).")] = False,
+    allow_input_uri: Annotated[bool, typer.Option(
+        "--allow-input-uri", help="Let clients name files or URLs (input_uri) that the server reads.")] = False,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", envvar="BATCHYARD_MAX_UPLOAD_MB", min=0.001,
+                                                 help="Largest request body; 413 beyond.")] = 100.0,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Serve the REST API (OpenAPI at /docs), recovering interrupted work at start-up."""
+    import uvicorn
+
+    from batchyard.server.app import create_app
+    from batchyard.server.settings import Settings
+
+    try:
+        engine = Engine(open_store(store), processors or [])
+        settings = Settings(host=host, port=port, store=store, processors=processors or [], workers=workers,
+                            retention_days=retention_days, allow_unsafe_processors=allow_unsafe_processors,
+                            allow_input_uri=allow_input_uri, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    except BatchyardError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if host not in LOOPBACK:
+        err.print(f"[yellow]warning:[/yellow] serving on {host} without authentication: anyone who can reach "
+                  "this address controls its batches", highlight=False)
+    mode = f"embedded worker, {workers} at once" if workers else "API only (run `batchyard worker` alongside)"
+    err.print(f"batchyard serving {engine.store.url} on http://{host}:{port} ({mode}); docs at /docs",
+              highlight=False)
+    config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 5}
+    uvicorn.run(create_app(engine, settings), **config)

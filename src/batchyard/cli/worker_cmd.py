@@ -1,0 +1,72 @@
+"""``batchyard worker``: run the items of every batch in a store until SIGTERM/SIGINT.
+
+For ``batchyard serve --workers 0`` (or many workers on one store): the first signal stops claiming,
+lets in-flight items finish within the grace period, releases the rest and exits 0; a second one
+leaves at once (the leases are recovered by the next worker or server to start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from batchyard.cli.serve import ProcessorsOpt, StoreOpt, err, fail
+from batchyard.core import defaults
+from batchyard.core import processor as registry
+from batchyard.core.errors import BatchyardError
+from batchyard.core.worker import Worker
+from batchyard.store import open_store
+
+EXIT_INTERRUPTED = 130
+
+
+def worker(
+    store: StoreOpt = None,
+    processors: ProcessorsOpt = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Items run at once.")] =
+        defaults.PARALLEL,
+    name: Annotated[str | None, typer.Option("--name", help="Shown in /health (default host:pid).")] = None,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds in-flight items get on stop.")] =
+        defaults.GRACE_SECONDS,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run items of every runnable batch in the store until SIGTERM/SIGINT, then stop gracefully."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        st = open_store(store)
+        procs = registry.load(processors or [])
+    except BatchyardError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    signals = 0
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [])
+    w.start()
+    err.print(f"worker {w.name} on {st.url}: {', '.join(sorted(w.processors))}; {concurrency} at once",
+              highlight=False)
+    while not stop.wait(0.5):
+        if not w.alive:
+            break
+    err.print("stopping: finishing in-flight items", highlight=False)
+    try:
+        w.stop(grace=grace)
+    except Exception as exc:  # the pump died: say so and fail
+        fail(f"worker failed: {exc}")
+    finally:
+        st.close()
+    if not stop.is_set():
+        fail("worker stopped unexpectedly")

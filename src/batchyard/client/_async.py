@@ -1,0 +1,216 @@
+"""``batchyard.AsyncClient``: ``Client`` for asyncio code (generated from the same calls, method for method)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from batchyard.client import _calls as c
+from batchyard.client._calls import StreamEvent
+from batchyard.client._sync import DEFAULT_URL, RECONNECT_SECONDS
+from batchyard.client.errors import ConnectionFailed, from_response
+from batchyard.core.models import BatchInfo, ItemInfo
+from batchyard.server.schemas import Batch, BatchList, CleanupResult, Health, ItemList, ProcessorInfo, ValidationReport
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A batchyard server's API. ``base_url`` defaults to ``$BATCHYARD_URL`` or http://127.0.0.1:8000."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = 30.0, headers: dict[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url or os.environ.get("BATCHYARD_URL") or DEFAULT_URL
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _do(self, call: c.Call[T]) -> T:
+        try:
+            return call.parse(await self._http.send(call.request(self._http)))
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"{self.base_url}: {exc}") from exc
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    async def create_batch(self, processor: str, items: list[Any] | None = None, *, input_uri: str | None = None,
+                     input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
+                     priority: str = "normal", max_failures: int | None = None,
+                     max_failure_rate: float | None = None, max_attempts: int | None = None,
+                     description: str | None = None, tags: list[str] | None = None, start: bool = True) -> Batch:
+        """Create a batch from ``items`` (JSON values) or ``input_uri`` (read by the server)."""
+        opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
+                            max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
+                            description=description, tags=tags, start=start)
+        return await self._do(c.create_batch(opts, items, input_uri, input_format))  # type: ignore[no-any-return]
+
+    async def upload(self, file: str | os.PathLike[str] | IO[bytes], processor: str, *, filename: str | None = None,
+               input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
+               priority: str = "normal", max_failures: int | None = None, max_failure_rate: float | None = None,
+               max_attempts: int | None = None, description: str | None = None, tags: list[str] | None = None,
+               start: bool = True, dry_run: bool = False) -> Batch | ValidationReport:
+        """Upload a CSV, JSONL, JSON or text file as a new batch (``dry_run``: only check it)."""
+        opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
+                            max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
+                            description=description, tags=tags, start=start)
+        if isinstance(file, str | os.PathLike):
+            with open(file, "rb") as fh:
+                return await self._do(c.upload(opts, filename or Path(file).name, fh, input_format, dry_run))  # type: ignore[no-any-return]
+        return await self._do(c.upload(opts, filename or "upload", file, input_format, dry_run))  # type: ignore[no-any-return]
+
+    async def validate(self, processor: str, items: list[Any] | None = None, *, input_uri: str | None = None,
+                 input_format: str | None = None, params: dict[str, Any] | None = None) -> ValidationReport:
+        """Check a submission without creating anything: every problem, the item count, the estimated cost."""
+        opts = c.submission(processor, params=params, parallel_jobs=1, priority="normal", max_failures=None,
+                            max_failure_rate=None, max_attempts=None, description=None, tags=None, start=False)
+        return await self._do(c.validate(opts, items, input_uri, input_format))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def list_batches(self, *, status: str | None = None, processor: str | None = None, tag: str | None = None,
+                     created_after: datetime | None = None, created_before: datetime | None = None,
+                     before: str | None = None, limit: int = 100) -> BatchList:
+        return await self._do(c.list_batches(status, processor, tag, created_after, created_before, before, limit))
+
+    async def iter_batches(self, **filters: Any) -> AsyncIterator[BatchInfo]:
+        """Every batch matching ``filters`` (those of ``list_batches``), newest first, page by page."""
+        before = filters.pop("before", None)
+        while True:
+            page = await self.list_batches(before=before, **filters)
+            for b in page.batches:
+                yield b
+            if page.next_before is None:
+                return
+            before = page.next_before
+
+    async def get_batch(self, batch_id: str, *, include_details: bool = False) -> Batch:
+        return await self._do(c.get_batch(batch_id, include_details))
+
+    async def list_items(self, batch_id: str, *, status: str | None = None, after: int = 0,
+                         limit: int = 100) -> ItemList:
+        return await self._do(c.list_items(batch_id, status, after, limit))
+
+    async def iter_items(self, batch_id: str, *, status: str | None = None) -> AsyncIterator[ItemInfo]:
+        after = 0
+        while True:
+            page = await self.list_items(batch_id, status=status, after=after, limit=1000)
+            for it in page.items:
+                yield it
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    async def get_item(self, batch_id: str, item_id: str) -> ItemInfo:
+        return await self._do(c.get_item(batch_id, item_id))
+
+    # -- controlling -----------------------------------------------------------------------------
+
+    async def start(self, batch_id: str) -> Batch:
+        return await self._do(c.control(batch_id, "start"))
+
+    async def pause(self, batch_id: str) -> Batch:
+        return await self._do(c.control(batch_id, "pause"))
+
+    async def resume(self, batch_id: str) -> Batch:
+        return await self._do(c.control(batch_id, "resume"))
+
+    async def cancel(self, batch_id: str) -> Batch:
+        return await self._do(c.control(batch_id, "cancel"))
+
+    async def retry(self, batch_id: str) -> Batch:
+        return await self._do(c.control(batch_id, "retry"))
+
+    async def delete_batch(self, batch_id: str) -> None:
+        await self._do(c.delete_batch(batch_id))
+
+    # -- results and events ----------------------------------------------------------------------
+
+    async def results(self, batch_id: str, path: str | os.PathLike[str], *, format: str = "json",
+                errors_only: bool = False) -> Path:
+        """Stream a batch's results to ``path`` (written whole or not at all); returns the path."""
+        call = c.results(batch_id, format, errors_only)
+        target = Path(path)
+        tmp = target.with_name(target.name + ".partial")
+        try:
+            async with self._http.stream(call.method, call.url, params=call.query,
+                                   timeout=c.stream_timeout(self._http)) as r:
+                if r.is_error:
+                    await r.aread()
+                    raise from_response(r)
+                with open(tmp, "wb") as fh:
+                    async for chunk in r.aiter_bytes():
+                        fh.write(chunk)
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConnectionFailed(f"{self.base_url}: {exc}") from exc
+        tmp.replace(target)
+        return target
+
+    async def events(self, batch_id: str, *, last_event_id: str | None = None,
+               read_timeout: float | None = None) -> AsyncIterator[StreamEvent]:
+        """The batch's live events until it is final (one connection; see ``wait`` for reconnects)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        async with aconnect_sse(self._http, "GET", c.events_path(batch_id), headers=headers,
+                         timeout=c.stream_timeout(self._http, read_timeout)) as es:
+            if es.response.is_error:
+                await es.response.aread()
+                raise from_response(es.response)
+            async for sse in es.aiter_sse():
+                if sse.event in ("state", "progress"):
+                    yield c.stream_event(sse.id, sse.event, sse.data)
+
+    async def wait(self, batch_id: str, *, on_progress: Callable[[BatchInfo], None] | None = None,
+             timeout: float | None = None) -> BatchInfo:
+        """Follow the batch's events until it is final and return it; reconnects with Last-Event-ID."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: str | None = None
+        info: BatchInfo | None = None
+        while True:
+            try:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.05)
+                async for ev in self.events(batch_id, last_event_id=last, read_timeout=left):
+                    last, info = ev.id, ev.batch
+                    if on_progress:
+                        on_progress(ev.batch)
+                    if ev.batch.is_final:
+                        return ev.batch
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"{batch_id} is still {ev.batch.status} after {timeout}s")
+            except httpx.TransportError:
+                pass  # the connection dropped: resume from the last event seen
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{batch_id} not final after {timeout}s"
+                                   + (f" (last seen {info.status})" if info else ""))
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    # -- the server ------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        return await self._do(c.recover())
+
+    async def cleanup(self, days_old: float) -> CleanupResult:
+        return await self._do(c.cleanup(days_old))
+
+    async def processors(self) -> list[ProcessorInfo]:
+        return await self._do(c.processors())
+
+    async def health(self) -> Health:
+        return await self._do(c.health())
+
+    async def metrics(self) -> str:
+        return await self._do(c.metrics())

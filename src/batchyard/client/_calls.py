@@ -1,0 +1,221 @@
+"""Every API operation as a request to build and a parser for its answer, shared by Client and AsyncClient.
+
+``OPERATIONS`` maps each (method, path) of the API to the client method that calls it; a test checks it
+against the server's OpenAPI schema so that no endpoint is left without a method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from batchyard.client.errors import from_response
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo
+from batchyard.server.schemas import (
+    API_PREFIX,
+    Batch,
+    BatchCreate,
+    BatchEvent,
+    BatchList,
+    CleanupRequest,
+    CleanupResult,
+    Health,
+    ItemList,
+    ProcessorInfo,
+    ProcessorList,
+    RecoverResult,
+    ValidationReport,
+)
+
+T = TypeVar("T")
+
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("POST", "/batches"): "create_batch",
+    ("POST", "/batches/upload"): "upload",
+    ("POST", "/batches/validate"): "validate",
+    ("GET", "/batches"): "list_batches",
+    ("GET", "/batches/{batch_id}"): "get_batch",
+    ("GET", "/batches/{batch_id}/items"): "list_items",
+    ("GET", "/batches/{batch_id}/items/{item_id}"): "get_item",
+    ("POST", "/batches/{batch_id}/start"): "start",
+    ("POST", "/batches/{batch_id}/pause"): "pause",
+    ("POST", "/batches/{batch_id}/resume"): "resume",
+    ("POST", "/batches/{batch_id}/cancel"): "cancel",
+    ("POST", "/batches/{batch_id}/retry"): "retry",
+    ("DELETE", "/batches/{batch_id}"): "delete_batch",
+    ("GET", "/batches/{batch_id}/results"): "results",
+    ("GET", "/batches/{batch_id}/events"): "events",
+    ("POST", "/batches/recover"): "recover",
+    ("POST", "/batches/cleanup"): "cleanup",
+    ("GET", "/processors"): "processors",
+    ("GET", "/health"): "health",
+    ("GET", "/metrics"): "metrics",
+}
+
+
+@dataclass
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    data: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+
+    @property
+    def url(self) -> str:
+        return API_PREFIX + self.path
+
+    @property
+    def query(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if v is not None}
+
+    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        return http.build_request(self.method, self.url, params=self.query, json=self.json, data=self.data,
+                                  files=self.files)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One SSE event: its id (for resuming), its type (``state`` or ``progress``) and the batch then."""
+
+    id: str
+    type: str
+    batch: BatchInfo
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    if response.is_error:
+        raise from_response(response)
+    return response
+
+
+def model(cls: type[T]) -> Callable[[httpx.Response], T]:
+    return lambda r: cls.model_validate_json(check(r).content)  # type: ignore[attr-defined, no-any-return]
+
+
+def _none(r: httpx.Response) -> None:
+    check(r)
+
+
+def _bool(value: bool | None) -> str | None:
+    return None if value is None else str(value).lower()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def submission(processor: str, *, params: dict[str, Any] | None, parallel_jobs: int, priority: str,
+               max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
+               description: str | None, tags: list[str] | None, start: bool) -> dict[str, Any]:
+    return {"processor": processor, "params": params or {}, "parallel_jobs": parallel_jobs, "priority": priority,
+            "failure_policy": FailurePolicy(max_failures=max_failures, max_failure_rate=max_failure_rate),
+            "max_attempts": max_attempts, "description": description, "tags": tags or [], "start": start}
+
+
+def create_batch(opts: dict[str, Any], items: list[Any] | None, input_uri: str | None,
+                 input_format: str | None, dry_run: bool = False) -> Call[Any]:
+    body = BatchCreate(**opts, items=items, input_uri=input_uri, input_format=input_format, dry_run=dry_run)  # type: ignore[arg-type]
+    parse = model(ValidationReport) if dry_run else model(Batch)
+    return Call("POST", "/batches", parse, json=body.model_dump(mode="json", exclude_none=True))
+
+
+def validate(opts: dict[str, Any], items: list[Any] | None, input_uri: str | None,
+             input_format: str | None) -> Call[ValidationReport]:
+    body = BatchCreate(**opts, items=items, input_uri=input_uri, input_format=input_format)  # type: ignore[arg-type]
+    return Call("POST", "/batches/validate", model(ValidationReport), json=body.model_dump(mode="json",
+                                                                                          exclude_none=True))
+
+
+def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str | None,
+           dry_run: bool = False) -> Call[Any]:
+    policy: FailurePolicy = opts["failure_policy"]
+    data = {"processor": opts["processor"], "params": json.dumps(opts["params"]),
+            "parallel_jobs": str(opts["parallel_jobs"]), "priority": str(opts["priority"]),
+            "max_failures": policy.max_failures, "max_failure_rate": policy.max_failure_rate,
+            "max_attempts": opts["max_attempts"], "description": opts["description"],
+            "tags": opts["tags"] or None, "start": _bool(opts["start"]), "dry_run": _bool(dry_run),
+            "input_format": input_format}
+    data = {k: (v if isinstance(v, list) else str(v)) for k, v in data.items() if v is not None}
+    parse = model(ValidationReport) if dry_run else model(Batch)
+    return Call("POST", "/batches/upload", parse, data=data, files={"file": (filename, content)})
+
+
+def list_batches(status: str | None, processor: str | None, tag: str | None, created_after: datetime | None,
+                 created_before: datetime | None, before: str | None, limit: int) -> Call[BatchList]:
+    return Call("GET", "/batches", model(BatchList), params={
+        "status": status, "processor": processor, "tag": tag, "created_after": _iso(created_after),
+        "created_before": _iso(created_before), "before": before, "limit": limit})
+
+
+def get_batch(batch_id: str, include_details: bool) -> Call[Batch]:
+    return Call("GET", f"/batches/{batch_id}", model(Batch),
+                params={"include_details": _bool(include_details) if include_details else None})
+
+
+def list_items(batch_id: str, status: str | None, after: int, limit: int) -> Call[ItemList]:
+    return Call("GET", f"/batches/{batch_id}/items", model(ItemList),
+                params={"status": status, "after": after or None, "limit": limit})
+
+
+def get_item(batch_id: str, item_id: str) -> Call[ItemInfo]:
+    return Call("GET", f"/batches/{batch_id}/items/{item_id}", model(ItemInfo))
+
+
+def control(batch_id: str, action: str) -> Call[Batch]:
+    return Call("POST", f"/batches/{batch_id}/{action}", model(Batch))
+
+
+def delete_batch(batch_id: str) -> Call[None]:
+    return Call("DELETE", f"/batches/{batch_id}", _none)
+
+
+def results(batch_id: str, format: str, errors_only: bool) -> Call[None]:
+    return Call("GET", f"/batches/{batch_id}/results", _none,
+                params={"format": format, "errors_only": _bool(errors_only) if errors_only else None})
+
+
+def recover() -> Call[int]:
+    return Call("POST", "/batches/recover", lambda r: RecoverResult.model_validate_json(check(r).content).recovered)
+
+
+def cleanup(days_old: float) -> Call[CleanupResult]:
+    return Call("POST", "/batches/cleanup", model(CleanupResult), json=CleanupRequest(days_old=days_old).model_dump())
+
+
+def processors() -> Call[list[ProcessorInfo]]:
+    return Call("GET", "/processors", lambda r: ProcessorList.model_validate_json(check(r).content).processors)
+
+
+def health() -> Call[Health]:
+    def parse(r: httpx.Response) -> Health:
+        if r.status_code == 503:  # degraded: still a Health report
+            return Health.model_validate_json(r.content)
+        return Health.model_validate_json(check(r).content)
+
+    return Call("GET", "/health", parse)
+
+
+def metrics() -> Call[str]:
+    return Call("GET", "/metrics", lambda r: check(r).text)
+
+
+def stream_timeout(http: httpx.Client | httpx.AsyncClient, read: float | None = None) -> httpx.Timeout:
+    """Long-lived responses: no read timeout unless a deadline asks for one."""
+    return httpx.Timeout(http.timeout.connect, read=read)
+
+
+def events_path(batch_id: str) -> str:
+    return f"{API_PREFIX}/batches/{batch_id}/events"
+
+
+def stream_event(sse_id: str, sse_event: str, data: str) -> StreamEvent:
+    ev = BatchEvent.model_validate_json(data)
+    return StreamEvent(id=sse_id, type=sse_event or ev.type, batch=ev.batch)

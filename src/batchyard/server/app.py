@@ -1,0 +1,84 @@
+"""The app factory: ``create_app(engine, settings)``.
+
+The lifespan recovers interrupted work (``store.reap``), starts the embedded worker (unless
+``settings.workers == 0``, for separate ``batchyard worker`` processes), runs the retention task, and
+stops the worker gracefully at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from batchyard.core import processor as registry
+from batchyard.core.engine import Engine
+from batchyard.core.worker import Worker
+from batchyard.server import errors, events, results, routes_batches, routes_system
+from batchyard.server.metrics import registry_for
+from batchyard.server.schemas import API_PREFIX
+from batchyard.server.settings import Settings
+
+log = logging.getLogger("batchyard.server")
+
+
+def embedded_worker(engine: Engine, settings: Settings) -> Worker | None:
+    """A worker over every processor this server may run, or None for an API-only server."""
+    if settings.workers == 0:
+        return None
+    procs = [p for p in registry.all_processors() if settings.allow_unsafe_processors or not p.unsafe]
+    return Worker(engine.store, procs, concurrency=settings.workers, sources=engine.sources,
+                  lease_seconds=settings.lease_seconds, name=f"serve:{settings.host}:{settings.port}")
+
+
+async def retention(engine: Engine, settings: Settings) -> None:
+    """Delete final batches older than ``retention_days``, at start-up and then every interval."""
+    assert settings.retention_days is not None
+    while True:
+        try:
+            removed = await asyncio.to_thread(engine.cleanup, settings.retention_days)
+            if removed:
+                log.info("retention: deleted %d batches older than %g days", len(removed), settings.retention_days)
+        except Exception:  # a failed sweep is retried at the next interval
+            log.exception("retention sweep failed")
+        await asyncio.sleep(settings.retention_interval_s)
+
+
+def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recovered = await asyncio.to_thread(engine.store.reap, settings.lease_seconds)
+        if recovered:
+            log.info("recovered the items of %d interrupted workers", recovered)
+        worker = app.state.worker = embedded_worker(engine, settings)
+        if worker is not None:
+            await asyncio.to_thread(worker.start)
+        sweeper = asyncio.create_task(retention(engine, settings)) if settings.retention_days is not None else None
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if worker is not None:
+                await asyncio.to_thread(worker.stop, settings.grace_seconds)
+
+    app = FastAPI(title="batchyard", version=routes_system.VERSION, lifespan=lifespan,
+                  description="Run a processor over every item of a batch, in parallel, durably. "
+                              "Every error has the shape `{\"error\": {\"code\", \"message\", \"details\"}}`.")
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.worker = None
+    app.state.metrics = registry_for(engine.store, settings.tenant)
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_upload_bytes)
+    for module in (routes_batches, results, events, routes_system):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

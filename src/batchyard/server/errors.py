@@ -1,0 +1,168 @@
+"""Errors to HTTP, in one table, and one error shape everywhere:
+
+    {"error": {"code": "batch_not_found", "message": "...", "details": ...}}
+
+``ERRORS`` maps batchyard's error tree (``core.errors``) and the server's own errors to a status and a
+code; the most specific class wins. FastAPI's request validation errors and Starlette's HTTP errors
+(unknown route, wrong method) are reshaped the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from batchyard.core.errors import (
+    BatchyardError,
+    ConfigError,
+    InputError,
+    InvalidTransition,
+    NotFound,
+    ProcessorNotFound,
+    SchemaVersionError,
+)
+from batchyard.core.states import BATCH_ACTIONS, FINAL_BATCH
+from batchyard.server.schemas import ErrorResponse, Problem
+
+log = logging.getLogger("batchyard.server")
+
+
+class ProcessorNotAllowed(BatchyardError):
+    """The processor runs arbitrary commands; this server was not started with --allow-unsafe-processors."""
+
+
+class InputUriNotAllowed(BatchyardError):
+    """``input_uri`` is off on this server (it reads files and URLs on the server's side)."""
+
+
+class PayloadTooLarge(BatchyardError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body larger than the limit of {limit} bytes (BATCHYARD_MAX_UPLOAD_BYTES)")
+
+
+# (error class, HTTP status, code); checked most specific first via the MRO.
+ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (NotFound, 404, "not_found"),  # refined to batch_not_found / item_not_found below
+    (ProcessorNotFound, 404, "processor_not_found"),
+    (ProcessorNotAllowed, 403, "processor_not_allowed"),
+    (InputUriNotAllowed, 403, "input_uri_not_allowed"),
+    (InvalidTransition, 409, "invalid_transition"),
+    (InputError, 422, "invalid_input"),
+    (PayloadTooLarge, 413, "payload_too_large"),
+    (ConfigError, 400, "config_error"),
+    (SchemaVersionError, 503, "store_schema_mismatch"),
+    (BatchyardError, 400, "bad_request"),
+]
+_BY_CLASS = {cls: (status, code) for cls, status, code in ERRORS}
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 422: "invalid_request",
+              429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+
+# For OpenAPI: the error responses an operation may give.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": desc}
+    for status, desc in [(400, "Bad request"), (404, "Batch, item or processor not found"),
+                         (409, "The batch's state does not allow this"), (422, "Invalid request or input")]
+}
+
+
+def lookup(exc: BaseException) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in _BY_CLASS:
+            return _BY_CLASS[cls]
+    return 500, "internal_error"
+
+
+def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def problems(exc: InputError) -> list[dict[str, Any]]:
+    return [Problem(line=p.line, column=p.column, reason=p.reason, source=p.source).model_dump() for p in exc.problems]
+
+
+def describe(exc: BatchyardError) -> tuple[int, dict[str, Any]]:
+    """The status and error body for one of batchyard's errors."""
+    status, code = lookup(exc)
+    message, details = str(exc), None
+    if isinstance(exc, NotFound):
+        text = str(exc)
+        code = "item_not_found" if text.startswith("no item") else "batch_not_found" \
+            if text.startswith("no batch") else code
+    elif isinstance(exc, InvalidTransition):
+        allowed = sorted(FINAL_BATCH) if exc.action == "delete" else \
+            sorted(BATCH_ACTIONS[exc.action][0]) if exc.action in BATCH_ACTIONS else []
+        message = f"{exc}; {exc.action} is allowed only when the {exc.kind} is {' or '.join(allowed)}"
+        details = {"current": exc.current, "action": exc.action, "allowed_from": allowed}
+    elif isinstance(exc, InputError):
+        details = problems(exc)
+        message = f"{len(exc.problems)} input problem{'s' if len(exc.problems) != 1 else ''}; see details"
+    elif isinstance(exc, PayloadTooLarge):
+        details = {"limit_bytes": exc.limit}
+    return status, body(code, message, details)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the one shape."""
+
+    async def batchyard_error(request: Request, exc: Exception) -> JSONResponse:
+        status, content = describe(exc)  # type: ignore[arg-type]
+        return JSONResponse(content, status_code=status)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        found = [Problem(column=".".join(str(p) for p in e.get("loc", ())), reason=e.get("msg", "invalid"))
+                 .model_dump() for e in exc.errors()]
+        noun = "problem" if len(found) == 1 else "problems"
+        return JSONResponse(body("invalid_request", f"{len(found)} {noun} in the request; see details", found),
+                            status_code=422)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(body("internal_error", "internal server error; see the server log"), status_code=500)
+
+    app.add_exception_handler(BatchyardError, batchyard_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, by Content-Length or as they stream."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            _, content = describe(PayloadTooLarge(self.limit))
+            await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)

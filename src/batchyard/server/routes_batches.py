@@ -1,0 +1,245 @@
+"""``/api/v1/batches``: submit, list, read, control, delete, recover and clean up batches.
+
+Handlers are plain functions (FastAPI runs them in its thread pool): the store is synchronous.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from batchyard.core.engine import Engine
+from batchyard.core.errors import InputError, InputProblem
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
+from batchyard.core.states import BatchStatus, ItemStatus
+from batchyard.server import submit
+from batchyard.server.deps import engine_of, owned, settings_of
+from batchyard.server.errors import ERROR_RESPONSES, ErrorResponse
+from batchyard.server.schemas import (
+    Batch,
+    BatchCreate,
+    BatchList,
+    CleanupRequest,
+    CleanupResult,
+    InputFormatName,
+    ItemList,
+    RecoverResult,
+    SubmitOptions,
+    ValidationReport,
+)
+from batchyard.server.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+router = APIRouter(prefix="/batches", tags=["batches"], responses={404: ERROR_RESPONSES[404]})
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ValidationReport, "description": "dry_run: what would be created; nothing was"},
+    400: ERROR_RESPONSES[400], 403: {"model": ErrorResponse, "description": "Processor or input_uri not allowed"},
+    413: {"model": ErrorResponse, "description": "Request body too large"}, 422: ERROR_RESPONSES[422],
+}
+
+
+def _created(info: BatchInfo) -> JSONResponse:
+    return JSONResponse(Batch.model_validate(info.model_dump()).model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/api/v1/batches/{info.batch_id}"})
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, response_model=Batch, responses=CREATE_RESPONSES,
+             summary="Create a batch from items inline or an input URI")
+def create_batch(body: BatchCreate, request: Request) -> Any:
+    engine, settings = engine_of(request), settings_of(request)
+    proc = submit.allowed_processor(engine, settings, body.processor)
+    if body.items is not None:
+        rows, source = submit.inline_rows(body.items, proc, body.params), None
+    else:
+        assert body.input_uri is not None
+        rows, source = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params), body.input_uri
+    if body.dry_run:
+        return JSONResponse(submit.report(engine, proc, body.params, rows).model_dump(mode="json"))
+    return _created(submit.create(engine, body, proc, settings, rows, source))
+
+
+def _form_options(processor: str, params: str | None, parallel_jobs: int, priority: Priority,
+                  max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
+                  description: str | None, tags: list[str] | None, start: bool, dry_run: bool) -> SubmitOptions:
+    try:
+        shared = json.loads(params) if params else {}
+    except ValueError as exc:
+        raise InputError([InputProblem(line=None, column="params", reason=f"not JSON: {exc}")]) from None
+    if not isinstance(shared, dict):
+        raise InputError([InputProblem(line=None, column="params", reason="expected a JSON object")])
+    split = [t for tag in tags or [] for t in tag.split(",")]
+    try:
+        return SubmitOptions(processor=processor, params=shared, parallel_jobs=parallel_jobs, priority=priority,
+                             failure_policy=FailurePolicy(max_failures=max_failures,
+                                                          max_failure_rate=max_failure_rate),
+                             max_attempts=max_attempts, description=description, tags=split, start=start,
+                             dry_run=dry_run)
+    except ValidationError as exc:
+        raise InputError([InputProblem(line=None, column=".".join(map(str, e["loc"])), reason=e["msg"])
+                          for e in exc.errors()]) from None
+
+
+@router.post("/upload", status_code=201, response_model=Batch, responses=CREATE_RESPONSES,
+             summary="Create a batch from an uploaded file (CSV, JSONL, JSON or text)")
+def upload_batch(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The input file; its format comes from its extension.")],
+    processor: Annotated[str, Form()],
+    params: Annotated[str | None, Form(description="Shared parameters, a JSON object.")] = None,
+    input_format: Annotated[InputFormatName | None, Form()] = None,
+    parallel_jobs: Annotated[int, Form(ge=1, le=100_000)] = 8,
+    priority: Annotated[Priority, Form()] = Priority.NORMAL,
+    max_failures: Annotated[int | None, Form(ge=0)] = None,
+    max_failure_rate: Annotated[float | None, Form(ge=0, le=1)] = None,
+    max_attempts: Annotated[int | None, Form(ge=1)] = None,
+    description: Annotated[str | None, Form()] = None,
+    tags: Annotated[list[str] | None, Form(description="Tags, repeated or comma-separated.")] = None,
+    start: Annotated[bool, Form()] = True,
+    dry_run: Annotated[bool, Form()] = False,
+) -> Any:
+    engine, settings = engine_of(request), settings_of(request)
+    opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
+                         description, tags, start, dry_run)
+    proc = submit.allowed_processor(engine, settings, opts.processor)
+    with submit.spooled_upload(file.file, file.filename, input_format) as (path, fmt):
+        rows = submit.upload_rows(path, file.filename, fmt, proc, opts.params)
+        if opts.dry_run:
+            return JSONResponse(submit.report(engine, proc, opts.params, rows).model_dump(mode="json"))
+        return _created(submit.create(engine, opts, proc, settings, rows, file.filename))
+
+
+@router.post("/validate", response_model=ValidationReport, responses={**CREATE_RESPONSES, 200: {}},
+             summary="Check a submission without creating anything")
+def validate_batch(body: BatchCreate, request: Request) -> ValidationReport:
+    engine, settings = engine_of(request), settings_of(request)
+    proc = submit.allowed_processor(engine, settings, body.processor)
+    if body.items is not None:
+        rows = submit.inline_rows(body.items, proc, body.params)
+    else:
+        assert body.input_uri is not None
+        rows = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params)
+    return submit.report(engine, proc, body.params, rows)
+
+
+# -- the server's housekeeping -------------------------------------------------------------------
+
+
+@router.post("/recover", response_model=RecoverResult, summary="Recover interrupted work now")
+def recover(request: Request) -> RecoverResult:
+    """Items leased by workers that died (or stopped heartbeating) go back to pending, as at start-up."""
+    return RecoverResult(recovered=engine_of(request).store.reap(settings_of(request).lease_seconds))
+
+
+@router.post("/cleanup", response_model=CleanupResult, summary="Delete final batches older than days_old")
+def cleanup(body: CleanupRequest, request: Request) -> CleanupResult:
+    deleted = engine_of(request).cleanup(body.days_old)
+    return CleanupResult(deleted=deleted, count=len(deleted))
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+@router.get("", response_model=BatchList, summary="List batches, newest first")
+def list_batches(
+    request: Request,
+    status: BatchStatus | None = None,
+    processor: str | None = None,
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    before: Annotated[str | None, Query(description="Cursor: the next_before of the previous page.")] = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+) -> BatchList:
+    found = engine_of(request).list(
+        status=status.value if status else None, processor=processor, tag=tag, limit=limit + 1, before=before,
+        tenant=settings_of(request).tenant,
+        created_after=created_after.timestamp() if created_after else None,
+        created_before=created_before.timestamp() if created_before else None)
+    page = found[:limit]
+    return BatchList(batches=page, next_before=page[-1].batch_id if len(found) > limit else None)
+
+
+def _items_page(engine: Engine, batch_id: str, status: ItemStatus | None, after: int, limit: int) -> ItemList:
+    found = list(engine.store.iter_items(batch_id, status=status.value if status else None, after_seq=after,
+                                         limit=limit + 1))
+    page = found[:limit]
+    return ItemList(items=page, next_after=page[-1].seq if len(found) > limit else None)
+
+
+@router.get("/{batch_id}", response_model=Batch, summary="A batch's status, counters, progress and ETA")
+def get_batch(batch_id: str, request: Request, include_details: bool = False) -> Batch:
+    info = owned(request, batch_id)
+    out = Batch.model_validate(info.model_dump())
+    if include_details:
+        out.items = _items_page(engine_of(request), batch_id, None, 0, DEFAULT_PAGE_SIZE).items
+    return out
+
+
+@router.get("/{batch_id}/items", response_model=ItemList, summary="A batch's items, in input order")
+def list_items(batch_id: str, request: Request, status: ItemStatus | None = None,
+               after: Annotated[int, Query(ge=0, description="Cursor: the next_after of the previous page.")] = 0,
+               limit: Limit = DEFAULT_PAGE_SIZE) -> ItemList:
+    owned(request, batch_id)
+    return _items_page(engine_of(request), batch_id, status, after, limit)
+
+
+@router.get("/{batch_id}/items/{item_id}", response_model=ItemInfo, summary="One item, with every attempt's error")
+def get_item(batch_id: str, item_id: str, request: Request) -> ItemInfo:
+    owned(request, batch_id)
+    return engine_of(request).store.get_item(batch_id, item_id)
+
+
+# -- controlling ---------------------------------------------------------------------------------
+
+CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {409: ERROR_RESPONSES[409]}
+
+
+def _control(request: Request, batch_id: str, action: Literal["start", "pause", "resume", "cancel", "retry"]) -> Batch:
+    owned(request, batch_id)
+    info = getattr(engine_of(request), action)(batch_id)
+    return Batch.model_validate(info.model_dump())
+
+
+@router.post("/{batch_id}/start", response_model=Batch, responses=CONTROL_RESPONSES, summary="Start a pending batch")
+def start_batch(batch_id: str, request: Request) -> Batch:
+    return _control(request, batch_id, "start")
+
+
+@router.post("/{batch_id}/pause", response_model=Batch, responses=CONTROL_RESPONSES,
+             summary="Pause: no new items start; in-flight items finish")
+def pause_batch(batch_id: str, request: Request) -> Batch:
+    return _control(request, batch_id, "pause")
+
+
+@router.post("/{batch_id}/resume", response_model=Batch, responses=CONTROL_RESPONSES, summary="Resume a paused batch")
+def resume_batch(batch_id: str, request: Request) -> Batch:
+    return _control(request, batch_id, "resume")
+
+
+@router.post("/{batch_id}/cancel", response_model=Batch, responses=CONTROL_RESPONSES,
+             summary="Cancel: pending items are cancelled; in-flight items finish")
+def cancel_batch(batch_id: str, request: Request) -> Batch:
+    return _control(request, batch_id, "cancel")
+
+
+@router.post("/{batch_id}/retry", response_model=Batch, responses=CONTROL_RESPONSES,
+             summary="Rerun the failed items of a completed or failed batch")
+def retry_batch(batch_id: str, request: Request) -> Batch:
+    return _control(request, batch_id, "retry")
+
+
+@router.delete("/{batch_id}", status_code=204, response_class=Response, responses=CONTROL_RESPONSES,
+               summary="Delete a final batch and its items")
+def delete_batch(batch_id: str, request: Request) -> Response:
+    owned(request, batch_id)
+    engine_of(request).store.delete_batch(batch_id)
+    return Response(status_code=204)

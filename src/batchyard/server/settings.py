@@ -1,0 +1,33 @@
+"""The server's configuration: one typed object, from ``BATCHYARD_*`` environment variables or the CLI."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from batchyard.core import defaults
+
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHYARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store: str | None = Field(None, description="Store path or URL (default ./.batchyard/batchyard.db).")
+    processors: list[str] = Field(default_factory=list, description="Modules or .py files registering processors.")
+    workers: int = Field(defaults.PARALLEL, ge=0, description="Concurrency of the embedded worker; 0 = API only.")
+    retention_days: float | None = Field(None, ge=0, description="Delete final batches older than this.")
+    retention_interval_s: float = Field(3600.0, gt=0)
+    allow_unsafe_processors: bool = False
+    allow_input_uri: bool = Field(False, description="Let POST /batches read `input_uri` (files, URLs); off "
+                                                     "until data roots and the SSRF guard exist.")
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="Largest request body (413 beyond).")
+    events_interval_s: float = Field(0.25, gt=0, description="How often SSE streams poll a batch.")
+    events_ping_s: float = Field(15.0, gt=0)
+    lease_seconds: float = defaults.LEASE_SECONDS
+    grace_seconds: float = defaults.GRACE_SECONDS
+    tenant: str = "default"

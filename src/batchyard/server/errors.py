@@ -154,15 +154,29 @@ class BodyLimit:
             _, content = describe(PayloadTooLarge(self.limit))
             await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive, send)
             return
-        seen = 0
+        seen, refused = 0, False
 
         async def counted() -> Any:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(self.limit)
+                if seen > self.limit:  # answer 413 now; the app sees a client that went away
+                    refused = True
+                    _, content = describe(PayloadTooLarge(self.limit))
+                    await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive,
+                                                                                                  send)
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counted, send)
+        async def guarded_send(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not refused:
+                raise

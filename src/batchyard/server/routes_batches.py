@@ -162,7 +162,8 @@ def list_batches(
     found = engine_of(request).list(
         status=status.value if status else None, processor=processor, tag=tag, limit=limit + 1, before=before,
         tenant=settings_of(request).tenant,
-        created_after=created_after.timestamp() if created_after else None,
+        # API times are whole microseconds; the store's are finer: a batch's own created_at must match it
+        created_after=created_after.timestamp() - 1e-6 if created_after else None,
         created_before=created_before.timestamp() if created_before else None)
     page = found[:limit]
     return BatchList(batches=page, next_before=page[-1].batch_id if len(found) > limit else None)

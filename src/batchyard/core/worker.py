@@ -104,13 +104,19 @@ class Runner:
             threading.Thread(target=self._fast_lane if fast else self._thread_lane, args=(idx, token),
                              daemon=True, name=f"batchyard-lane-{self.rt.batch_id}-{idx}").start()
 
+    def _stopping(self, idx: int, token: object) -> bool:
+        """Whether lane ``idx`` should stop (closed, beyond the lanes wanted, or replaced); unregisters it."""
+        if not (self.closed or idx >= self.lanes_wanted or self.lanes.get(idx) is not token):
+            return False
+        with self._lock:
+            if self.lanes.get(idx) is token:
+                del self.lanes[idx]
+        return True
+
     def _next(self, idx: int, token: object) -> Claimed | None:
         """The lane's next item; None when the lane should stop."""
         while True:
-            if self.closed or idx >= self.grant or self.lanes.get(idx) is not token:
-                with self._lock:
-                    if self.lanes.get(idx) is token:
-                        del self.lanes[idx]
+            if self._stopping(idx, token):
                 return None
             try:
                 c = self.buffer.popleft()
@@ -164,28 +170,10 @@ class Runner:
         rt, proc, policy = self.rt, self.proc, self.policy
         fn, pk, batch_id, params = proc.fn, rt.pk, rt.batch_id, rt.params
         default_cost = rt.cost_per_item or proc.cost_per_item or None
-        popleft, current, lanes = self.buffer.popleft, self.current, self.lanes
-        outcomes = self.worker.outcomes
+        current, outcomes = self.current, self.worker.outcomes
         append = outcomes.append
         clock = time.time_ns
-        instant = defaults.INSTANT_ITEM_SECONDS
-        while True:
-            if self.closed or idx >= self.grant or lanes.get(idx) is not token or \
-                    (idx and self.avg is not None and self.avg < instant):
-                with self._lock:
-                    if lanes.get(idx) is token:
-                        del lanes[idx]
-                return
-            try:
-                c = popleft()
-            except IndexError:
-                self.worker.poke()
-                self.has_work.clear()
-                if not self.buffer:
-                    self.has_work.wait(0.1)
-                continue
-            if len(self.buffer) < self.low_water:
-                self.worker.poke()
+        while (c := self._next(idx, token)) is not None:
             started = clock() // 1000  # integer microseconds, as outcomes carry them
             current[idx] = (c, started / 1e6, token)
             rowid, seq, key, payload, attempts = c
@@ -209,10 +197,7 @@ class Runner:
 
     async def _async_lane(self, idx: int, token: object) -> None:
         while True:
-            if self.closed or idx >= self.grant or self.lanes.get(idx) is not token:
-                with self._lock:
-                    if self.lanes.get(idx) is token:
-                        del self.lanes[idx]
+            if self._stopping(idx, token):
                 return
             try:
                 c = self.buffer.popleft()

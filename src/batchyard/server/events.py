@@ -24,6 +24,16 @@ from batchyard.server.schemas import BatchEvent
 router = APIRouter(prefix="/batches", tags=["events"])
 
 
+def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Put BatchEvent (the events' data, which no response_model names) into the OpenAPI components."""
+    schema = BatchEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    components["BatchEvent"] = schema
+    return openapi
+
+
 def event_id(info: BatchInfo) -> str:
     return f"{int(info.updated_at.timestamp() * 1_000_000)}-{info.status.value}"
 
@@ -64,8 +74,7 @@ async def batch_events(request: Request, batch_id: str, last: tuple[int, str] | 
 @router.get("/{batch_id}/events", summary="Live state and progress events (Server-Sent Events)",
             response_class=EventSourceResponse, responses={
                 200: {"description": "An event stream; each event's data is a BatchEvent",
-                      "content": {"text/event-stream": {"schema": BatchEvent.model_json_schema(
-                          ref_template="#/components/schemas/{model}")}}},
+                      "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/BatchEvent"}}}},
                 404: ERROR_RESPONSES[404]})
 def events(batch_id: str, request: Request,
            last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> EventSourceResponse:

@@ -1,0 +1,38 @@
+"""``serve --workers 0`` with a separate ``batchyard worker`` process on the same SQLite store."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from _serve_support import PROCS, Proc, Server, wait_for
+
+from batchyard import Client
+
+
+def test_api_only_server_with_a_separate_worker(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    s = start_server("--workers", "0")
+    with Client(s.url) as c:
+        assert c.health().workers == [] and c.health().embedded_workers == 0
+        b = c.create_batch("slow", list(range(30)), params={"ms": 20}, parallel_jobs=4)
+        assert c.get_batch(b.batch_id).items_succeeded == 0
+
+        w = Proc(["worker", "--store", str(s.store), "--processors", str(PROCS), "--concurrency", "4",
+                  "--name", "side-worker"], tmp_path / "worker.log")
+        try:
+            wait_for(lambda: any(x.name == "side-worker" for x in c.health().workers), timeout=10)
+            seen: list[tuple[str, int]] = []
+            final = c.wait(b.batch_id, on_progress=lambda i: seen.append((i.status, i.items_succeeded)), timeout=15)
+            assert final.status == "completed" and final.items_succeeded == 30
+            assert len(seen) >= 2 and seen[-1] == ("completed", 30)
+            assert [n for _, n in seen] == sorted(n for _, n in seen)
+            metrics = c.metrics()
+            assert 'batchyard_items_processed_total{processor="slow"} 30.0' in metrics
+
+            # the worker stops gracefully on SIGTERM, exits 0 and unregisters
+            w.signal(signal.SIGTERM)
+            assert w.wait(15) == 0, w.output()
+            assert c.health().workers == []
+        finally:
+            w.stop()

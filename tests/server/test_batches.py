@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from pathlib import Path
@@ -219,6 +220,24 @@ def test_not_found_and_request_errors_share_the_shape(http: httpx.Client, client
     with pytest.raises(InvalidRequestError) as exc:
         client.create_batch("slow", [1], parallel_jobs=0)
     assert exc.value.status_code == 422
+    # an option this server does not know is refused, never silently ignored
+    err = assert_error(http.post("/batches", json={"processor": "slow", "items": [1], "webhook": "http://x"}), 422,
+                       "invalid_request")
+    assert err["details"][0]["column"] == "body.webhook"
+
+
+def test_compressed_upload_and_a_large_streamed_export(http: httpx.Client, client: Client, tmp_path: Path) -> None:
+    lines = "".join(f"{i}\n" for i in range(5000)).encode()
+    b = client.upload(io.BytesIO(gzip.compress(lines)), "noop", filename="codes.txt.gz", parallel_jobs=8)
+    assert b.items_total == 5000
+    client.wait(b.batch_id, timeout=15)
+    with http.stream("GET", f"/batches/{b.batch_id}/results", params={"format": "jsonl"}) as r:
+        assert r.headers["content-type"] == "application/x-ndjson"
+        assert 'filename="' + b.batch_id + '.jsonl"' in r.headers["content-disposition"]
+        count = sum(chunk.count(b"\n") for chunk in r.iter_bytes())
+    assert count == 5000
+    path = client.results(b.batch_id, tmp_path / "out.csv", format="csv")
+    assert path.read_text().count("\n") == 5001 and not (tmp_path / "out.csv.partial").exists()
 
 
 def test_bodies_over_the_limit_are_413(http: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from sse_starlette.sse import EventSourceResponse
 
+from batchyard.core.errors import NotFound
 from batchyard.core.models import BatchInfo
 from batchyard.server.deps import engine_of, owned, settings_of
 from batchyard.server.errors import ERROR_RESPONSES
@@ -62,7 +63,10 @@ def _message(kind: str, info: BatchInfo) -> dict[str, Any]:
 async def batch_events(request: Request, batch_id: str, last: tuple[int, str] | None) -> AsyncIterator[dict[str, Any]]:
     engine, interval = engine_of(request), settings_of(request).events_interval_s
     while True:
-        info = await asyncio.to_thread(engine.status, batch_id)
+        try:
+            info = await asyncio.to_thread(engine.status, batch_id)
+        except NotFound:  # deleted while watched: nothing more will happen
+            return
         for kind in _changes(info, last):
             yield _message(kind, info)
             last = (int(info.updated_at.timestamp() * 1_000_000), info.status.value)

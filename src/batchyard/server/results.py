@@ -88,7 +88,9 @@ async def _stream(pipe: _Pipe) -> AsyncIterator[bytes]:
                 return
             yield chunk
     finally:
-        pipe.closed.set()
+        pipe.closed.set()  # the writer stops at its next write
+        with contextlib.suppress(queue.Full):
+            pipe.q.put_nowait(_END)  # and a reader thread still blocked in get() is released
 
 
 @router.get("/{batch_id}/results", summary="Download results (JSON with a summary, CSV or JSONL), streamed",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority, WorkerInfo
 
@@ -19,8 +19,12 @@ InputFormatName = Literal["csv", "jsonl", "json", "text"]
 
 
 class SubmitOptions(BaseModel):
-    """What every submission shares, whether its items come inline, from a URI or from an upload."""
+    """What every submission shares, whether its items come inline, from a URI or from an upload.
 
+    Unknown fields are refused (422), so that a misspelt option is never silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
     processor: str = Field(description="Name of a registered processor (see GET /processors).")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters shared by every item.")
     parallel_jobs: int = Field(8, ge=1, le=100_000, description="Items of this batch run at once.")

@@ -21,6 +21,7 @@ from batchyard.server.settings import Settings
 
 Rows = Iterator[tuple[str | None, Any]]
 _SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "json": ".json", "text": ".txt"}
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
 
 def allowed_processor(engine: Engine, settings: Settings, name: str) -> Processor:
@@ -56,15 +57,20 @@ def uri_rows(settings: Settings, uri: str, fmt: str | None, proc: Processor, par
 
 @contextmanager
 def spooled_upload(fh: IO[bytes], filename: str | None, fmt: str | None) -> Iterator[tuple[Path, str | None]]:
-    """Copy an uploaded file to a temporary file (the readers stream from a path); remove it afterwards."""
-    name = filename or "upload"
+    """Copy an uploaded file to a temporary file (the readers stream from a path); remove it afterwards.
+
+    The temporary name's suffix comes from a fixed list (format, then compression), never from the
+    client's file name.
+    """
+    name = (filename or "upload").lower()
     chosen = fmt or inputs.detect_format(name)
-    suffix = "".join(Path(name).suffixes[-2:]) if chosen and not fmt else _SUFFIX.get(chosen or "", ".txt")
+    compression = next((ext for ext in _COMPRESSED if name.endswith(ext)), "")
+    suffix = _SUFFIX.get(chosen or "text", ".txt") + compression
     tmp = tempfile.NamedTemporaryFile(prefix="batchyard-upload-", suffix=suffix, delete=False)  # noqa: SIM115
     try:
         with tmp:
             shutil.copyfileobj(fh, tmp, 1 << 20)
-        yield Path(tmp.name), chosen
+        yield Path(tmp.name), chosen or "text"
     finally:
         os.unlink(tmp.name)
 

@@ -898,6 +898,20 @@ class StoreContract:
         with pytest.raises(NotFound):
             list(store.iter_items("batch_nope"))
 
+    def test_result_stats_cover_numeric_fields_of_succeeded_items(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 4)
+        pk, got = claim_batch(store, worker, b)
+        store.record(worker, [
+            ok(pk, got[0], {"offset": -2.5, "n": 1, "flag": True, "scores": {"conf": 0.5}, "xs": [1, 2]}),
+            ok(pk, got[1], {"offset": 1.5, "n": 3, "name": "x", "scores": {"conf": 1.0}}),
+            ok(pk, got[2], {"n": 2}),
+            fail(pk, got[3]),
+        ])
+        stats = store.result_stats(b.batch_id)
+        assert set(stats) == {"offset", "n", "scores.conf"}  # no booleans, strings or array elements
+        assert stats["n"] == {"count": 3, "mean": 2.0, "min": 1, "max": 3, "sum": 6}
+        assert stats["offset"]["mean"] == -0.5 and stats["scores.conf"]["max"] == 1.0
+
     def test_iter_items_pages_through_large_batches(self, store: Store) -> None:
         b = store.create_batch(BatchSpec(processor="noop"), ((None, i) for i in range(2500)))
         seqs = [i.seq for i in store.iter_items(b.batch_id)]

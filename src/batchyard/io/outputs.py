@@ -27,9 +27,10 @@ FINAL_ITEM_STATES = ("succeeded", "failed", "cancelled")
 MAX_STAT_FIELDS = 1000
 
 
-def summary(info: BatchInfo, items: Iterator[ItemInfo] | None = None) -> dict[str, Any]:
-    """Totals from the batch's counters; with ``items``, count/mean/min/max/sum of each numeric result field
-    (nested fields by dotted name: ``scores.confidence``)."""
+def summary(info: BatchInfo, items: Iterator[ItemInfo] | None = None,
+            stats: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """Totals from the batch's counters, and count/mean/min/max/sum of each numeric result field (nested
+    fields by dotted name: ``scores.confidence``), from ``stats`` as a store computes them, or from ``items``."""
     processed = info.items_succeeded + info.items_failed
     out: dict[str, Any] = {
         "items_total": info.items_total,
@@ -47,14 +48,16 @@ def summary(info: BatchInfo, items: Iterator[ItemInfo] | None = None) -> dict[st
         "started_at": info.started_at.isoformat() if info.started_at else None,
         "completed_at": info.completed_at.isoformat() if info.completed_at else None,
     }
-    if items is not None:
-        stats: dict[str, list[float]] = {}
+    if stats is not None:
+        out["fields"] = stats
+    elif items is not None:
+        acc: dict[str, list[float]] = {}
         for it in items:
             for k, v in iter_numbers(it.result):
-                s = stats.get(k)
+                s = acc.get(k)
                 if s is None:
-                    if len(stats) < MAX_STAT_FIELDS:
-                        stats[k] = [1, v, v, v]
+                    if len(acc) < MAX_STAT_FIELDS:
+                        acc[k] = [1, v, v, v]
                 else:
                     s[0] += 1
                     s[1] += v
@@ -63,7 +66,7 @@ def summary(info: BatchInfo, items: Iterator[ItemInfo] | None = None) -> dict[st
                     if v > s[3]:
                         s[3] = v
         out["fields"] = {k: {"count": int(s[0]), "mean": s[1] / s[0], "min": s[2], "max": s[3], "sum": s[1]}
-                         for k, s in sorted(stats.items())}
+                         for k, s in sorted(acc.items())}
     return out
 
 
@@ -137,7 +140,7 @@ def write_results(store: Store, batch_id: str, out: IO[str], fmt: str = "json",
         return n
     head = {"batch_id": info.batch_id, "status": info.status.value, "partial": not info.is_final,
             "errors_only": errors_only,
-            "summary": summary(info, store.iter_items(batch_id, status="succeeded"))}
+            "summary": summary(info, stats=store.result_stats(batch_id, MAX_STAT_FIELDS))}
     text = json.dumps(head, indent=2, default=str, ensure_ascii=False)
     out.write(text[:-2] + ',\n  "results": [')
     for it in rows:

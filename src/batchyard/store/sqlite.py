@@ -352,6 +352,14 @@ class SQLiteStore:
             left -= len(page)
             cursor = page[-1]["id"] + 1
 
+    def result_stats(self, batch_id: str, limit: int = 1000) -> dict[str, dict[str, float]]:
+        """count/mean/min/max/sum of every numeric field in the succeeded items' results."""
+        row = self._batch_row(batch_id)
+        rows = self._conn().execute(Q["result_stats"], {"first": row["first_item"], "last": row["last_item"],
+                                                        "limit": limit}).fetchall()
+        return {r[0]: {"count": r[1], "mean": r[2] / r[1], "min": r[3], "max": r[4], "sum": r[2]}
+                for r in sorted(rows, key=lambda r: r[0])}
+
     def get_item(self, batch_id: str, item_id: str) -> ItemInfo:
         row = self._batch_row(batch_id)
         first, last = row["first_item"], row["last_item"]

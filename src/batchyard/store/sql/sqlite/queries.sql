@@ -147,3 +147,14 @@ WHERE status IN ('completed', 'failed', 'cancelled') AND COALESCE(completed_at, 
 
 -- name: batch_states
 SELECT pk, status FROM batches WHERE pk IN (SELECT value FROM json_each(?));
+
+-- name: result_stats
+-- Numeric fields of succeeded items' results, nested ones by dotted name; array elements and
+-- booleans are not fields. The aggregation runs in SQLite, in one pass, instead of in Python.
+SELECT substr(t.fullkey, 3) AS field, COUNT(*), SUM(t.value), MIN(t.value), MAX(t.value)
+FROM items, json_tree(items.result) AS t
+WHERE items.id BETWEEN :first AND :last AND items.status = 2 AND items.result IS NOT NULL
+  AND t.type IN ('integer', 'real') AND t.fullkey NOT LIKE '%]'
+GROUP BY field
+ORDER BY COUNT(*) DESC, field
+LIMIT :limit;

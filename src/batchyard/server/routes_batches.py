@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
@@ -37,6 +38,10 @@ from batchyard.server.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 router = APIRouter(prefix="/batches", tags=["batches"], responses={404: ERROR_RESPONSES[404]})
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+# Constraints inside the optional types, so that OpenAPI shows them (on a union they are lost)
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Rate = Annotated[float, Field(ge=0, le=1)]
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ValidationReport, "description": "dry_run: what would be created; nothing was"},
     400: ERROR_RESPONSES[400], 403: {"model": ErrorResponse, "description": "Processor or input_uri not allowed"},
@@ -93,23 +98,25 @@ def _form_options(processor: str, params: str | None, parallel_jobs: int, priori
 def upload_batch(
     request: Request,
     file: Annotated[UploadFile, File(description="The input file; its format comes from its extension.")],
-    processor: Annotated[str, Form()],
-    params: Annotated[str | None, Form(description="Shared parameters, a JSON object.")] = None,
-    input_format: Annotated[InputFormatName | None, Form()] = None,
+    processor: Annotated[str, Form(min_length=1)],
+    params: Annotated[str | SkipJsonSchema[None], Form(description="Shared parameters, a JSON object.",
+                                                       json_schema_extra={"contentMediaType": "application/json"})]
+        = None,
+    input_format: Annotated[InputFormatName | SkipJsonSchema[None], Form()] = None,
     parallel_jobs: Annotated[int, Form(ge=1, le=100_000)] = 8,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
-    max_failures: Annotated[int | None, Form(ge=0)] = None,
-    max_failure_rate: Annotated[float | None, Form(ge=0, le=1)] = None,
-    max_attempts: Annotated[int | None, Form(ge=1)] = None,
-    description: Annotated[str | None, Form()] = None,
-    tags: Annotated[list[str] | None, Form(description="Tags, repeated or comma-separated.")] = None,
+    max_failures: Annotated[NonNegative | SkipJsonSchema[None], Form()] = None,
+    max_failure_rate: Annotated[Rate | SkipJsonSchema[None], Form()] = None,
+    max_attempts: Annotated[Positive | SkipJsonSchema[None], Form()] = None,
+    description: Annotated[str | SkipJsonSchema[None], Form()] = None,
+    tags: Annotated[list[str] | SkipJsonSchema[None], Form(description="Tags, repeated or comma-separated.")] = None,
     start: Annotated[bool, Form()] = True,
     dry_run: Annotated[bool, Form()] = False,
 ) -> Any:
     engine, settings = engine_of(request), settings_of(request)
+    proc = submit.allowed_processor(engine, settings, processor)  # first: the processor decides what params mean
     opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
                          description, tags, start, dry_run)
-    proc = submit.allowed_processor(engine, settings, opts.processor)
     with submit.spooled_upload(file.file, file.filename, input_format) as (path, fmt):
         rows = submit.upload_rows(path, file.filename, fmt, proc, opts.params)
         if opts.dry_run:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority, WorkerInfo
 
@@ -25,7 +26,7 @@ class SubmitOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    processor: str = Field(description="Name of a registered processor (see GET /processors).")
+    processor: str = Field(min_length=1, description="Name of a registered processor (see GET /processors).")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters shared by every item.")
     parallel_jobs: int = Field(8, ge=1, le=100_000, description="Items of this batch run at once.")
     priority: Priority = Priority.NORMAL
@@ -40,8 +41,10 @@ class SubmitOptions(BaseModel):
 class BatchCreate(SubmitOptions):
     """POST /batches: items inline, or ``input_uri`` naming a file the server reads."""
 
-    items: list[Any] | None = Field(None, description="The items' payloads (JSON values), in order.")
-    input_uri: str | None = Field(None, description="A file or URI the server reads the items from.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["items"]},
+                                                                          {"required": ["input_uri"]}]})
+    items: list[Any] | SkipJsonSchema[None] = Field(None, description="The items' payloads (JSON values), in order.")
+    input_uri: str | SkipJsonSchema[None] = Field(None, description="A file or URI the server reads the items from.")
     input_format: InputFormatName | None = Field(None, description="Default: from the URI's extension.")
 
     @model_validator(mode="after")

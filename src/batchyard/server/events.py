@@ -24,6 +24,18 @@ from batchyard.server.schemas import BatchEvent
 
 router = APIRouter(prefix="/batches", tags=["events"])
 
+# One event of the stream (OpenAPI 3.2's shape for text/event-stream); its data is a BatchEvent in JSON.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["state", "progress"]},
+        "id": {"type": "string", "description": "<updated_at in µs>-<status>: send it back as Last-Event-ID"},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/BatchEvent"}},
+    },
+}
+
 
 def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
     """Put BatchEvent (the events' data, which no response_model names) into the OpenAPI components."""
@@ -78,7 +90,7 @@ async def batch_events(request: Request, batch_id: str, last: tuple[int, str] | 
 @router.get("/{batch_id}/events", summary="Live state and progress events (Server-Sent Events)",
             response_class=EventSourceResponse, responses={
                 200: {"description": "An event stream; each event's data is a BatchEvent",
-                      "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/BatchEvent"}}}},
+                      "content": {"text/event-stream": {"schema": SSE_EVENT}}},
                 404: ERROR_RESPONSES[404]})
 def events(batch_id: str, request: Request,
            last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> EventSourceResponse:

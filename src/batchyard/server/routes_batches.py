@@ -194,7 +194,8 @@ def get_batch(batch_id: str, request: Request, include_details: bool = False) ->
 
 @router.get("/{batch_id}/items", response_model=ItemList, summary="A batch's items, in input order")
 def list_items(batch_id: str, request: Request, status: ItemStatus | None = None,
-               after: Annotated[int, Query(ge=0, description="Cursor: the next_after of the previous page.")] = 0,
+               after: Annotated[int, Query(ge=0, le=2**62, description="Cursor: the next_after of the previous page.")]
+               = 0,
                limit: Limit = DEFAULT_PAGE_SIZE) -> ItemList:
     owned(request, batch_id)
     return _items_page(engine_of(request), batch_id, status, after, limit)

@@ -14,6 +14,7 @@ from _serve_support import wait_for
 
 from batchyard import Client
 from batchyard.client import ConflictError, InvalidRequestError, NotFoundError
+from batchyard.server.schemas import ValidationReport
 
 SEED_004_CSV = """master_file,dub_file,methods,ai_model,description,tags
 /mnt/data/master1.mov,/mnt/data/dub1.mov,"mfcc,ai",wav2vec2,Dunkirk Inside Cockpit sync test,"test,dunkirk"
@@ -126,6 +127,10 @@ def test_bad_csv_is_422_with_every_row_number_and_creates_nothing(http: httpx.Cl
                     data={"processor": "sync-analyze", "dry_run": "true"})
     assert dry.status_code == 200 and dry.json()["valid"] is False
     assert sorted({p["line"] for p in dry.json()["problems"]}) == [3, 4, 5]
+    report = client.upload(io.BytesIO(BAD_CSV.encode()), "sync-analyze", filename="bad.csv", dry_run=True)
+    assert isinstance(report, ValidationReport) and not report.valid and report.items == 1
+    inline = http.post("/batches", json={"processor": "slow", "items": [1, 2, 3], "dry_run": True})
+    assert inline.status_code == 200 and inline.json()["valid"] and inline.json()["items"] == 3
     ok = client.validate("slow", ["x", "y"])
     assert ok.valid and ok.items == 2 and ok.problems == []
     assert len(client.list_batches(processor="sync-analyze", limit=1000).batches) == before

@@ -6,9 +6,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from _serve_support import PROCS, Proc, Server, wait_for
 
 from batchyard import Client
+from batchyard.store.sqlite import SQLiteStore
 
 
 def test_api_only_server_with_a_separate_worker(start_server: Callable[..., Server], tmp_path: Path) -> None:
@@ -36,3 +38,30 @@ def test_api_only_server_with_a_separate_worker(start_server: Callable[..., Serv
             assert c.health().workers == []
         finally:
             w.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_a_restarted_server_finishes_an_interrupted_batch(start_server: Callable[..., Server], tmp_path: Path,
+                                                          sig: int) -> None:
+    store = tmp_path / "store.db"
+    s = start_server("--workers", "4", store=store)
+    with Client(s.url) as c:
+        b = c.create_batch("slow", list(range(80)), params={"ms": 25}, parallel_jobs=4)
+        wait_for(lambda: c.get_batch(b.batch_id).items_succeeded >= 8)
+    s.signal(sig)
+    code = s.wait(15)
+    if sig == signal.SIGTERM:  # graceful: uvicorn re-raises the signal after the lifespan shut the worker down
+        assert code in (0, -signal.SIGTERM), s.output()
+        st = SQLiteStore(store)
+        try:
+            assert st.list_workers() == [] and st.get_batch(b.batch_id).items_running == 0
+        finally:
+            st.close()
+    else:
+        assert code == -signal.SIGKILL
+    s2 = start_server("--workers", "4", store=store)
+    with Client(s2.url) as c:
+        final = c.wait(b.batch_id, timeout=15)
+        assert final.status == "completed" and final.items_succeeded == 80 and final.items_failed == 0
+        assert sorted(it.payload for it in c.iter_items(b.batch_id)) == list(range(80))
+        assert c.health().workers and all(w.pid != s.p.pid for w in c.health().workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import version as _version
 
 from fastapi import APIRouter, Request, Response
@@ -36,7 +37,9 @@ def health(request: Request) -> Response:
     except Exception as exc:  # an unreachable store is what this endpoint reports
         workers, store = [], StoreHealth(ok=False, error=f"{type(exc).__name__}: {exc}")
     ok = store.ok and (embedded is None or embedded.alive)
-    out = Health(status="ok" if ok else "degraded", version=VERSION, store=store, workers=workers,
+    fresh = time.time() - settings_of(request).lease_seconds
+    alive = sum(1 for w in workers if w.heartbeat_at.timestamp() >= fresh)
+    out = Health(status="ok" if ok else "degraded", version=VERSION, store=store, workers=workers, workers_alive=alive,
                  embedded_workers=settings_of(request).workers if embedded is not None else 0)
     return JSONResponse(out.model_dump(mode="json"), status_code=200 if ok else 503)
 

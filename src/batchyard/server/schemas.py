@@ -114,7 +114,8 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     store: StoreHealth
-    workers: list[WorkerInfo] = Field(default_factory=list)
+    workers: list[WorkerInfo] = Field(default_factory=list, description="Workers registered on the store.")
+    workers_alive: int = Field(0, description="Workers that heartbeated within their lease.")
     embedded_workers: int = Field(description="Concurrency of the server's own worker; 0 when API only.")
 
 

@@ -57,7 +57,7 @@ class Engine:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, batch_id: str, *, on_progress: Progress | None = None, interval: float = 0.2,
+    def run(self, batch_id: str, *, on_progress: Progress | None = None, interval: float = 0.05,
             should_stop: Callable[[], bool] | None = None, grace: float = defaults.GRACE_SECONDS,
             lease_seconds: float = defaults.LEASE_SECONDS) -> BatchInfo:
         """Run one batch in this process until it ends (or ``should_stop`` says so); return its status."""

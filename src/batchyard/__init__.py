@@ -1,7 +1,6 @@
 """batchyard: run a function over every item of a batch, in parallel, with durable per-item state."""
 
 from batchyard.api import Batch, arun, batch, cancel, pause, resume, run, status
-from batchyard.client import ApiError, AsyncClient, Client
 from batchyard.core.engine import Engine
 from batchyard.core.errors import (
     BatchyardError,
@@ -20,6 +19,17 @@ from batchyard.core.states import BatchStatus, ItemStatus, PauseReason
 from batchyard.store import open_store
 
 __version__ = "0.1.0"
+
+_LAZY = {"ApiError", "AsyncClient", "Client"}  # the HTTP client (httpx) loads only when asked for
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from batchyard import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'batchyard' has no attribute {name!r}")
+
 
 __all__ = [
     "ApiError",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from _serve_support import PROCS, Proc, Server, wait_for
 
@@ -65,3 +67,32 @@ def test_a_restarted_server_finishes_an_interrupted_batch(start_server: Callable
         assert final.status == "completed" and final.items_succeeded == 80 and final.items_failed == 0
         assert sorted(it.payload for it in c.iter_items(b.batch_id)) == list(range(80))
         assert c.health().workers and all(w.pid != s.p.pid for w in c.health().workers)
+
+
+def test_results_stream_without_leaking_threads_connections_or_memory(start_server: Callable[..., Server]) -> None:
+    import psutil
+
+    s = start_server("--workers", "8", "--max-upload-mb", "8")
+    lines = "".join(f"item-{i:07d}-{'x' * 40}\n" for i in range(50_000)).encode()
+    with Client(s.url, timeout=60) as c:
+        b = c.upload(io.BytesIO(lines), "noop", filename="many.txt", parallel_jobs=8)
+        assert c.wait(b.batch_id, timeout=30).items_succeeded == 50_000
+    proc = psutil.Process(s.p.pid)
+
+    def export() -> tuple[int, int]:
+        size, peak = 0, proc.memory_info().rss
+        with httpx.stream("GET", f"{s.url}/api/v1/batches/{b.batch_id}/results", params={"format": "jsonl"},
+                          timeout=60) as r:
+            assert r.status_code == 200 and "content-length" not in r.headers  # streamed, not buffered
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                peak = max(peak, proc.memory_info().rss)
+        return size, peak
+
+    export()  # warms the export thread's store connection (idle threads are reused)
+    threads, fds, rss = proc.num_threads(), proc.num_fds(), proc.memory_info().rss
+    size, peak = export()
+    assert size > 7_000_000
+    assert peak - rss < size / 2, f"server grew {(peak - rss) / 1e6:.1f} MB exporting {size / 1e6:.0f} MB"
+    export()
+    assert proc.num_threads() <= threads and proc.num_fds() <= fds

@@ -1,8 +1,8 @@
 """``GET /batches/{id}/results``: a batch's results streamed as JSON, CSV or JSONL in flat memory.
 
-``outputs.write_results`` writes to a file object in a thread; ``_Pipe`` hands its text to the response
-in chunks through a small bounded queue, so the first bytes leave at once and a million items never sit
-in memory. A client that goes away stops the writer.
+``outputs.write_results`` writes to a file object in one of a few export threads; ``_Pipe`` hands its
+text to the response in chunks through a small bounded queue, so the first bytes leave at once and a
+million items never sit in memory. A client that goes away stops the writer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -31,6 +32,10 @@ CHUNK = 64 * 1024
 DEPTH = 8  # chunks in flight: memory stays under DEPTH * CHUNK whatever the batch size
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 _END = object()
+# Exports run in a few long-lived threads: each thread holds one store connection (and its page cache),
+# so a thread per download would leak a connection per download.
+EXPORT_THREADS = 4
+_EXPORTS = ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="batchyard-export")
 
 
 class _Closed(Exception):
@@ -102,8 +107,7 @@ def results(batch_id: str, request: Request, format: ResultFormat = "json",
     """While the batch runs, the items done so far (``partial`` in the JSON summary)."""
     info = owned(request, batch_id)
     pipe = _Pipe()
-    threading.Thread(target=pipe.run, args=(engine_of(request).store, batch_id, format, errors_only),
-                     name=f"batchyard-export-{batch_id}", daemon=True).start()
+    _EXPORTS.submit(pipe.run, engine_of(request).store, batch_id, format, errors_only)
     suffix = "-errors" if errors_only else ""
     return StreamingResponse(_stream(pipe), media_type=MEDIA[format], headers={
         "Content-Disposition": f'attachment; filename="{info.batch_id}{suffix}.{format}"'})

@@ -118,7 +118,9 @@ def test_csv_export_columns_hold_every_field(results, payloads) -> None:
                 assert shown in (value, "'" + value)
             elif isinstance(value, bool | type(None)):
                 assert shown == {True: "true", False: "false", None: ""}[value]
-            elif isinstance(value, int | float):
+            elif isinstance(value, int):
+                assert int(shown) == value  # exactly, beyond 2**53 too
+            elif isinstance(value, float):
                 assert float(shown) == value
             else:
                 assert json.loads(shown.removeprefix("'")) == value

@@ -61,7 +61,7 @@ PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": defaults.SQLITE_BUSY_TIMEOUT_MS,
     "foreign_keys": "off",
-    "cache_size": -64000,
+    "cache_size": -16000,  # 16 MB per connection; every thread that reads the store has one
     "temp_store": "memory",
 }
 _SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "source", "cost_per_item",

@@ -92,6 +92,15 @@ def buffer_target(grant: int, avg_duration: float | None) -> int:
     return max(grant, min(defaults.MAX_CLAIM, grant + ahead))
 
 
+def refill_at(grant: int, avg_duration: float | None) -> int:
+    """Claim again once the items held (buffered + running) are down to this many: half the target.
+
+    Claiming in chunks keeps transactions few; the worker and ``plan`` share this one threshold.
+    """
+    target = buffer_target(grant, avg_duration)
+    return target - max(1, target // 2)
+
+
 def plan(runnable: list[Runnable], held: dict[int, Held], capacity: int,
          proc_room: dict[str, int]) -> dict[int, Plan]:
     g = grants(runnable, capacity, proc_room, held)
@@ -99,8 +108,7 @@ def plan(runnable: list[Runnable], held: dict[int, Held], capacity: int,
     for r in runnable:
         h = held.get(r.pk, Held())
         want = buffer_target(g[r.pk], h.avg_duration) - h.buffered - h.in_flight
-        # Refill in chunks: below half the target is when a claim is worth its transaction.
-        if want < max(1, buffer_target(g[r.pk], h.avg_duration) // 2) and h.buffered:
-            want = 0
+        if h.buffered and h.buffered + h.in_flight > refill_at(g[r.pk], h.avg_duration):
+            want = 0  # enough in hand: a claim is not worth its transaction yet
         out[r.pk] = Plan(grant=g[r.pk], claim=max(0, min(want, r.pending)))
     return out

@@ -53,6 +53,7 @@ class BatchRuntime:
     max_attempts: int
     status: str
     cost_per_item: float
+    pending: int = 0  # items still claimable after this claim (0: do not ask again at once)
 
 
 @dataclass

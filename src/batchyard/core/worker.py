@@ -32,7 +32,7 @@ from batchyard.core.execute import (
 )
 from batchyard.core.execute import log as item_log
 from batchyard.core.processor import Context, Item, Processor
-from batchyard.core.scheduling import Held, buffer_target
+from batchyard.core.scheduling import Held, refill_at
 from batchyard.core.states import BatchStatus
 from batchyard.core.store import OK, BatchRuntime, Claimed, Outcome, Store
 
@@ -49,8 +49,8 @@ class Runner:
         self.policy = dataclasses.replace(proc.retry, max_attempts=rt.max_attempts)
         self.buffer: deque[Claimed] = deque()
         self.grant = 0
-        self.low_water = 0  # refill below this many buffered items
-        self.dry_until = 0.0  # a claim found nothing for this batch: do not ask again before this
+        self.low_water = 0  # claim again once buffered + running items are down to this
+        self.dry_until = 0.0  # the batch had nothing left to claim: do not ask again before this
         self.closed = False
         self.avg: float | None = None
         # lane index -> (claimed item, start time, token); a lane whose token changed was abandoned
@@ -65,6 +65,10 @@ class Runner:
 
     def held(self) -> Held:
         return Held(buffered=len(self.buffer), in_flight=self.in_flight, avg_duration=self.avg)
+
+    @property
+    def hungry(self) -> bool:
+        return self.grant > 0 and len(self.buffer) + len(self.current) <= self.low_water
 
     def add(self, items: list[Claimed]) -> None:
         self.buffer.extend(items)
@@ -84,7 +88,7 @@ class Runner:
 
     def set_grant(self, grant: int) -> None:
         self.grant = grant
-        self.low_water = buffer_target(grant, self.avg) // 2
+        self.low_water = refill_at(grant, self.avg)
         with self._lock:
             for idx in range(self.lanes_wanted):
                 if idx not in self.lanes:
@@ -126,7 +130,7 @@ class Runner:
                 if not self.buffer:
                     self.has_work.wait(0.1)
                 continue
-            if len(self.buffer) < self.low_water:
+            if len(self.buffer) + len(self.current) <= self.low_water:
                 self.worker.poke()
             return c
 
@@ -206,7 +210,7 @@ class Runner:
                 await self.worker.async_event(self).wait()
                 self.worker.async_event(self).clear()
                 continue
-            if len(self.buffer) < self.low_water:
+            if len(self.buffer) + len(self.current) <= self.low_water:
                 self.worker.poke()
             self.current[idx] = (c, time.time(), token)
             self._done(idx, token, c, await ainvoke(self.proc, self.rt, c))
@@ -362,8 +366,7 @@ class Worker:
 
     def _hungry(self) -> bool:
         now = time.monotonic()
-        return any(len(r.buffer) < r.low_water and not r.closed and now >= r.dry_until
-                   for r in self.runners.values())
+        return any(r.hungry and not r.closed and now >= r.dry_until for r in self.runners.values())
 
     def _claim(self) -> int:
         assert self.worker_pk is not None
@@ -381,7 +384,8 @@ class Worker:
             if items:
                 runner.add(items)
                 n += len(items)
-            else:
+            rt = res.batches.get(pk)
+            if rt is not None and rt.pending <= 0:  # nothing left to claim: do not ask again at once
                 runner.dry_until = time.monotonic() + defaults.IDLE_POLL_SECONDS
             runner.set_grant(grant)
         for pk, runner in list(self.runners.items()):

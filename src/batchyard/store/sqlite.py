@@ -466,7 +466,8 @@ class SQLiteStore:
                     result.batches[pk] = BatchRuntime(
                         pk=pk, batch_id=r["id"], processor=r["processor"], params=spec.get("params") or {},
                         max_attempts=r["max_attempts"], status=r["status"],
-                        cost_per_item=spec.get("cost_per_item") or 0.0)
+                        cost_per_item=spec.get("cost_per_item") or 0.0,
+                        pending=r["items_pending"] - len(claimed))
             for pk in held:
                 if pk not in result.grants:
                     conn.execute(Q["delete_slots"], (worker_pk, pk))

@@ -76,7 +76,7 @@ def test_results_stream_without_leaking_threads_connections_or_memory(start_serv
     lines = "".join(f"item-{i:07d}-{'x' * 40}\n" for i in range(50_000)).encode()
     with Client(s.url, timeout=60) as c:
         b = c.upload(io.BytesIO(lines), "noop", filename="many.txt", parallel_jobs=8)
-        assert c.wait(b.batch_id, timeout=30).items_succeeded == 50_000
+        assert c.wait(b.batch_id, timeout=120).items_succeeded == 50_000
     proc = psutil.Process(s.p.pid)
 
     def export() -> tuple[int, int]:
@@ -94,5 +94,7 @@ def test_results_stream_without_leaking_threads_connections_or_memory(start_serv
     size, peak = export()
     assert size > 7_000_000
     assert peak - rss < size / 2, f"server grew {(peak - rss) / 1e6:.1f} MB exporting {size / 1e6:.0f} MB"
-    export()
-    assert proc.num_threads() <= threads and proc.num_fds() <= fds
+    for _ in range(4):
+        export()
+    # A leak grows with every export; a thread or socket the server opens once on its own does not.
+    assert proc.num_threads() <= threads + 2 and proc.num_fds() <= fds + 2

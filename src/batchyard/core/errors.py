@@ -31,7 +31,11 @@ class ProcessorNotFound(BatchyardError):
 
 
 class NotFound(BatchyardError):
-    pass
+    """No such batch or item; ``kind`` ("batch" or "item") and ``ident`` say which."""
+
+    def __init__(self, message: str, *, kind: str | None = None, ident: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.ident = kind, ident
 
 
 class InvalidTransition(BatchyardError):

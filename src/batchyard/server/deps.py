@@ -22,5 +22,5 @@ def owned(request: Request, batch_id: str) -> BatchInfo:
     """The batch, if it belongs to this server's tenant (another tenant's batch is simply not found)."""
     info = engine_of(request).status(batch_id)
     if info.tenant != settings_of(request).tenant:
-        raise NotFound(f"no batch {batch_id!r}")
+        raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
     return info

@@ -92,9 +92,7 @@ def describe(exc: BatchyardError) -> tuple[int, dict[str, Any]]:
     status, code = lookup(exc)
     message, details = str(exc), None
     if isinstance(exc, NotFound):
-        text = str(exc)
-        code = "item_not_found" if text.startswith("no item") else "batch_not_found" \
-            if text.startswith("no batch") else code
+        code = f"{exc.kind}_not_found" if exc.kind else code
     elif isinstance(exc, InvalidTransition):
         allowed = sorted(FINAL_BATCH) if exc.action == "delete" else \
             sorted(BATCH_ACTIONS[exc.action][0]) if exc.action in BATCH_ACTIONS else []

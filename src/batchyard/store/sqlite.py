@@ -187,7 +187,7 @@ class SQLiteStore:
     def get_batch(self, batch_id: str) -> BatchInfo:
         row = self._conn().execute(Q["get_batch"], (batch_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no batch {batch_id!r}")
+            raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
         return _batch_info(row)
 
     def find_resumable(self, fingerprint: str) -> BatchInfo | None:
@@ -235,7 +235,7 @@ class SQLiteStore:
         with self._write() as conn:
             row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
             if row is None:
-                raise NotFound(f"no batch {batch_id!r}")
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
             if action == "retry" and row["status"] in (BatchStatus.COMPLETED, BatchStatus.FAILED) \
                     and row["items_failed"] == 0:
                 return _batch_info(row)
@@ -306,7 +306,7 @@ class SQLiteStore:
         with self._write() as conn:
             row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
             if row is None:
-                raise NotFound(f"no batch {batch_id!r}")
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
             if not states.is_final(row["status"]):
                 raise InvalidTransition("batch", batch_id, row["status"], "delete")
             self._delete(conn, row["pk"], row["first_item"], row["last_item"])
@@ -328,7 +328,7 @@ class SQLiteStore:
     def _batch_row(self, batch_id: str) -> sqlite3.Row:
         row = self._conn().execute(Q["get_batch"], (batch_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no batch {batch_id!r}")
+            raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
         return row
 
     def iter_items(self, batch_id: str, *, status: str | None = None, after_seq: int = 0,
@@ -370,7 +370,7 @@ class SQLiteStore:
             r = conn.execute("SELECT * FROM items WHERE id = ? AND key IS NULL",
                              (first + int(item_id) - 1,)).fetchone()
         if r is None:
-            raise NotFound(f"no item {item_id!r} in batch {batch_id!r}")
+            raise NotFound(f"no item {item_id!r} in batch {batch_id!r}", kind="item", ident=item_id)
         return _item_info(batch_id, first, r)
 
     # -- workers -----------------------------------------------------------------------------

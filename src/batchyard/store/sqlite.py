@@ -20,13 +20,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from batchyard.core import defaults, limits, states
-from batchyard.core.errors import ConfigError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.errors import ConfigError, InputError, InvalidTransition, NotFound, SchemaVersionError
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
@@ -163,20 +164,17 @@ class SQLiteStore:
             pk = cur.lastrowid
             first = conn.execute(Q["next_item_id"]).fetchone()[0]
             next_id = first
-            chunk: list[tuple[str | None, str]] = []
             insert = Q["insert_items"]
-            for item in items:
-                if isinstance(item, NewItem):
-                    key, payload = item.key, item.payload
-                else:
-                    key, payload = item
-                chunk.append((key, payload))
-                if len(chunk) >= defaults.INSERT_CHUNK:
-                    conn.execute(insert, {"first": next_id, "items": dumps(chunk)})
-                    next_id += len(chunk)
-                    chunk.clear()
-            if chunk:
-                conn.execute(insert, {"first": next_id, "items": dumps(chunk)})
+            rows = iter(items)
+            while chunk := list(islice(rows, defaults.INSERT_CHUNK)):
+                try:
+                    blob = dumps(chunk)  # (key, payload) tuples encode as they are: no per-item work
+                except TypeError:  # NewItem values, or a payload that is not JSON
+                    try:
+                        blob = dumps([(c.key, c.payload) if isinstance(c, NewItem) else c for c in chunk])
+                    except TypeError as exc:
+                        raise InputError(f"an item is not JSON-serialisable: {exc}") from None
+                conn.execute(insert, {"first": next_id, "items": blob})
                 next_id += len(chunk)
             n = next_id - first
             conn.execute(Q["finish_insert"], {"first": first, "last": next_id - 1, "n": n, "pk": pk})

@@ -7,6 +7,7 @@ against the server's OpenAPI schema so that no endpoint is left without a method
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -224,3 +225,33 @@ def events_path(batch_id: str) -> str:
 def stream_event(sse_id: str, sse_event: str, data: str) -> StreamEvent:
     ev = BatchEvent.model_validate_json(data)
     return StreamEvent(id=sse_id, type=sse_event or ev.type, batch=ev.batch)
+
+
+class Waiter:
+    """What ``wait`` keeps across reconnects, shared by Client and AsyncClient: the last event id,
+    the last status seen, the deadline."""
+
+    def __init__(self, batch_id: str, timeout: float | None,
+                 on_progress: Callable[[BatchInfo], None] | None) -> None:
+        self.batch_id, self.timeout, self.on_progress = batch_id, timeout, on_progress
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.last: str | None = None
+        self.info: BatchInfo | None = None
+
+    def read_timeout(self) -> float | None:
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.05)
+
+    def see(self, ev: StreamEvent) -> BatchInfo | None:
+        """Take one event; the batch if it is final, else None (TimeoutError past the deadline)."""
+        self.last, self.info = ev.id, ev.batch
+        if self.on_progress:
+            self.on_progress(ev.batch)
+        if ev.batch.is_final:
+            return ev.batch
+        self.check()
+        return None
+
+    def check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            seen = f" (last seen {self.info.status})" if self.info else ""
+            raise TimeoutError(f"{self.batch_id} not final after {self.timeout}s{seen}")

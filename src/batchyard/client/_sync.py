@@ -174,25 +174,15 @@ class Client:
     def wait(self, batch_id: str, *, on_progress: Callable[[BatchInfo], None] | None = None,
              timeout: float | None = None) -> BatchInfo:
         """Follow the batch's events until it is final and return it; reconnects with Last-Event-ID."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last: str | None = None
-        info: BatchInfo | None = None
+        w = c.Waiter(batch_id, timeout, on_progress)
         while True:
             try:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.05)
-                for ev in self.events(batch_id, last_event_id=last, read_timeout=left):
-                    last, info = ev.id, ev.batch
-                    if on_progress:
-                        on_progress(ev.batch)
-                    if ev.batch.is_final:
-                        return ev.batch
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError(f"{batch_id} is still {ev.batch.status} after {timeout}s")
+                for ev in self.events(batch_id, last_event_id=w.last, read_timeout=w.read_timeout()):
+                    if (final := w.see(ev)) is not None:
+                        return final
             except httpx.TransportError:
                 pass  # the connection dropped: resume from the last event seen
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{batch_id} not final after {timeout}s"
-                                   + (f" (last seen {info.status})" if info else ""))
+            w.check()
             time.sleep(RECONNECT_SECONDS)
 
     # -- the server ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ exercises the operations rather than their 404s; a run answered mostly 404 fails
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 
@@ -63,7 +64,19 @@ def conforms(strategy: st.SearchStrategy, ids: list[str], statuses: Counter[int]
             # a real processor checks the items against its own parameter model, which no static
             # schema can describe: 422 is then a right answer to a schema-valid request
             excluded = [schemathesis.checks.positive_data_acceptance]
+        if isinstance(case.body, dict) and isinstance(case.body.get("params"), str) \
+                and not _json_object(case.body["params"]):
+            # the upload form's `params` is "a JSON object" in a string field, which OpenAPI can state
+            # only in prose: a 422 naming `params` is the right answer to other strings
+            excluded = [schemathesis.checks.positive_data_acceptance]
         response = case.call_and_validate(timeout=10, excluded_checks=excluded)
         statuses[response.status_code] += 1
 
     check()
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

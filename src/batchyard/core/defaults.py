@@ -19,6 +19,7 @@ INSERT_CHUNK = 5000           # items per insert statement when a batch is creat
 
 INSTANT_ITEM_SECONDS = 20e-6  # items quicker than this are pure CPU work: one thread lane runs them
 PARALLEL = 8                  # parallel items per batch unless told otherwise
+MAX_ATTEMPTS_LIMIT = 1000      # the most attempts a batch may ask for (stores keep it as a 64-bit int)
 LOST_ATTEMPTS_GRACE = 5       # a worker lost this many times beyond max_attempts fails the item
 SQLITE_BUSY_TIMEOUT_MS = 30000
 TRACEBACK_TAIL_CHARS = 2000

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from batchyard.core import defaults
 from batchyard.core.states import BatchStatus, ItemStatus
 
 DEFAULT_TENANT = "default"
@@ -52,7 +53,7 @@ class BatchSpec(BaseModel):
     parallel: int = Field(8, ge=1, le=100_000)
     priority: Priority = Priority.NORMAL
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
-    max_attempts: int = Field(3, ge=1)
+    max_attempts: int = Field(3, ge=1, le=defaults.MAX_ATTEMPTS_LIMIT)
     webhook: str | None = None
     description: str | None = None
     tags: list[str] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
 from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
@@ -40,7 +41,7 @@ router = APIRouter(prefix="/batches", tags=["batches"], responses={404: ERROR_RE
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 # Constraints inside the optional types, so that OpenAPI shows them (on a union they are lost)
 NonNegative = Annotated[int, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS_LIMIT)]
 Rate = Annotated[float, Field(ge=0, le=1)]
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ValidationReport, "description": "dry_run: what would be created; nothing was"},
@@ -107,7 +108,7 @@ def upload_batch(
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
     max_failures: Annotated[NonNegative | SkipJsonSchema[None], Form()] = None,
     max_failure_rate: Annotated[Rate | SkipJsonSchema[None], Form()] = None,
-    max_attempts: Annotated[Positive | SkipJsonSchema[None], Form()] = None,
+    max_attempts: Annotated[Attempts | SkipJsonSchema[None], Form()] = None,
     description: Annotated[str | SkipJsonSchema[None], Form()] = None,
     tags: Annotated[list[str] | SkipJsonSchema[None], Form(description="Tags, repeated or comma-separated.")] = None,
     start: Annotated[bool, Form()] = True,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority, WorkerInfo
 
 API_PREFIX = "/api/v1"
@@ -31,7 +32,8 @@ class SubmitOptions(BaseModel):
     parallel_jobs: int = Field(8, ge=1, le=100_000, description="Items of this batch run at once.")
     priority: Priority = Priority.NORMAL
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
-    max_attempts: int | None = Field(None, ge=1, description="Default: the processor's retry policy.")
+    max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS_LIMIT,
+                                     description="Default: the processor's retry policy.")
     description: str | None = Field(None, max_length=10_000)
     tags: list[str] = Field(default_factory=list, max_length=100)
     start: bool = Field(True, description="Start at once; false leaves the batch pending until POST .../start.")

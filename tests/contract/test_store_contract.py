@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,38 @@ class StoreContract:
     def test_list_batches_newest_first(self, store: Store) -> None:
         made = [new_batch(store, 1).batch_id for _ in range(12)]
         assert [b.batch_id for b in store.list_batches()] == made[::-1]
+
+    def test_list_batches_updated_after(self, store: Store) -> None:
+        """Following changes: only batches changed at or after the mark, oldest change first."""
+        a = new_batch(store, 1)
+        time.sleep(0.01)
+        b = new_batch(store, 1, start=False)
+        mark = a.updated_at.timestamp() + 0.005  # between a's change and b's
+        assert [x.batch_id for x in store.list_batches(updated_after=0)] == [a.batch_id, b.batch_id]
+        assert [x.batch_id for x in store.list_batches(updated_after=mark)] == [b.batch_id]
+        # inclusive: the mark of a batch's own change finds it (1 µs below absorbs the datetime rounding)
+        assert b.batch_id in {x.batch_id for x in store.list_batches(updated_after=b.updated_at.timestamp() - 1e-6)}
+        time.sleep(0.01)
+        paused = store.transition(a.batch_id, "pause")  # a changes after b now
+        assert [x.batch_id for x in store.list_batches(updated_after=mark)] == [b.batch_id, a.batch_id]
+        assert store.list_batches(updated_after=paused.updated_at.timestamp() + 0.005) == []
+        assert store.list_batches(updated_after=mark, tenant="someone-else") == []
+        assert [x.batch_id for x in store.list_batches(updated_after=mark, status="paused")] == [a.batch_id]
+
+    def test_list_batches_updated_after_pages_without_a_gap(self, store: Store) -> None:
+        """Paging with the last updated_at seen (inclusive) plus a de-dup set reaches every batch once."""
+        made = {new_batch(store, 1, start=i % 2 == 0).batch_id for i in range(7)}
+        seen: dict[tuple[str, datetime], None] = {}
+        mark = 0.0
+        for _ in range(20):
+            page = store.list_batches(updated_after=mark, limit=2)
+            fresh = [x for x in page if (x.batch_id, x.updated_at) not in seen]
+            if not fresh:
+                break
+            assert [x.updated_at for x in page] == sorted(x.updated_at for x in page)
+            seen.update(((x.batch_id, x.updated_at), None) for x in fresh)
+            mark = page[-1].updated_at.timestamp() - 1e-6
+        assert [i for i, _ in seen] and {i for i, _ in seen} == made and len(seen) == 7
 
     def test_find_resumable(self, store: Store) -> None:
         assert store.find_resumable("fp") is None

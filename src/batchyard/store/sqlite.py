@@ -195,7 +195,7 @@ class SQLiteStore:
     def list_batches(self, *, status: str | None = None, processor: str | None = None,
                      tag: str | None = None, limit: int = 100, before: str | None = None,
                      tenant: str | None = None, created_after: float | None = None,
-                     created_before: float | None = None) -> list[BatchInfo]:
+                     created_before: float | None = None, updated_after: float | None = None) -> list[BatchInfo]:
         sql = "SELECT * FROM batches WHERE 1=1"
         args: list[Any] = []
         if tenant:
@@ -207,6 +207,9 @@ class SQLiteStore:
         if created_before is not None:
             sql += " AND created_at < ?"
             args.append(created_before)
+        if updated_after is not None:  # inclusive, like created_after: a follower re-reads ties and de-duplicates
+            sql += " AND updated_at >= ?"
+            args.append(updated_after)
         if status:
             sql += " AND status = ?"
             args.append(status)
@@ -219,7 +222,9 @@ class SQLiteStore:
         if before:
             sql += " AND pk < COALESCE((SELECT pk FROM batches WHERE id = ?), 0)"
             args.append(before)
-        sql += " ORDER BY pk DESC LIMIT ?"
+        # Following changes (updated_after) reads oldest change first, so a page cut by ``limit`` leaves
+        # nothing behind the last updated_at it returned; listing reads newest batch first.
+        sql += " ORDER BY updated_at, pk LIMIT ?" if updated_after is not None else " ORDER BY pk DESC LIMIT ?"
         args.append(limit)
         return [_batch_info(r) for r in self._conn().execute(sql, args)]
 

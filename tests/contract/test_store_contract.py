@@ -172,7 +172,7 @@ class StoreContract:
         assert got.processor == "noop" and got.params == {"x": 1} and got.parallel == 3
         assert got.priority == Priority.HIGH and got.max_attempts == 5
         assert got.failure_policy == FailurePolicy(max_failures=2, max_failure_rate=0.5)
-        assert got.webhook == "https://example.com/hook" and got.description == "desc"
+        assert got.webhook is not None and got.webhook.url == "https://example.com/hook" and got.description == "desc"
         assert got.tags == ["a", "b"] and got.tenant == "acme" and got.source == "in.csv"
         assert got.fingerprint == "fp-1" and got.cost_unit == "EUR"
 
@@ -707,7 +707,7 @@ class StoreContract:
         pk, old = claim_batch(store, w1, b, capacity=2)
         age_heartbeats()
         w2 = store.register_worker("w2", ["noop"], 2)
-        assert store.reap(LEASE) == 1  # w1 only: w2's heartbeat is fresh
+        assert store.reap(LEASE).workers == 1  # w1 only: w2's heartbeat is fresh
         assert store.heartbeat(w1, {}) is False
         _, new = claim_batch(store, w2, b, capacity=2)
         assert sorted(c.rowid for c in new) == sorted(c.rowid for c in old)
@@ -728,7 +728,7 @@ class StoreContract:
         w1 = store.register_worker("w1", ["noop"], 2)
         pk, old = claim_batch(store, w1, b, capacity=2)
         age_heartbeats()
-        assert store.reap(LEASE) == 1
+        assert store.reap(LEASE).workers == 1
         w2 = store.register_worker("w2", ["noop"], 2)  # registers after the reap
         claim_batch(store, w2, b, capacity=2)
         assert store.heartbeat(w1, {}) is False
@@ -861,17 +861,17 @@ class StoreContract:
         b = new_batch(store, 4, parallel=4)
         w = store.register_worker("stale", ["noop"], 4)
         assert len(claim_batch(store, w, b, capacity=4)[1]) == 4
-        assert store.reap(60) == 0  # alive and fresh
+        assert store.reap(60).workers == 0  # alive and fresh
         assert store.heartbeat(w, {}) is True
         age_heartbeats()
-        assert store.reap(LEASE) == 1
+        assert store.reap(LEASE).workers == 1
         assert store.heartbeat(w, {}) is False
         assert "stale" not in {x.name for x in store.list_workers()}
         back = list(store.iter_items(b.batch_id))
         assert [i.status for i in back] == ["pending"] * 4
         assert [i.attempts for i in back] == [1] * 4
         assert counts(store, b.batch_id) == (4, 4, 0, 0, 0, 0)
-        assert store.reap(LEASE) == 0
+        assert store.reap(LEASE).workers == 0
 
     def test_reap_dead_process(self, store: Store) -> None:
         code = ("import sys; from batchyard.store import open_store; s = open_store(sys.argv[1]); "
@@ -883,7 +883,7 @@ class StoreContract:
         _, got = claim_batch(store, ghost, b, capacity=2)
         assert len(got) == 2
         mine = store.register_worker("alive", ["noop"], 2)
-        assert store.reap(3600) == 1  # the heartbeat is fresh, but the process is gone
+        assert store.reap(3600).workers == 1  # the heartbeat is fresh, but the process is gone
         assert store.heartbeat(ghost, {}) is False
         assert store.heartbeat(mine, {}) is True
         assert counts(store, b.batch_id) == (2, 2, 0, 0, 0, 0)
@@ -907,7 +907,7 @@ class StoreContract:
             _, got = claim_batch(store, w, b, capacity=1)
             assert [c.attempts for c in got] == [attempt]
             time.sleep(0.02)
-            assert store.reap(0.01) == 1
+            assert store.reap(0.01).workers == 1
         item = store.get_item(b.batch_id, "1")
         assert item.status == "failed" and item.error is not None and item.error.type == "WorkerLost"
         assert store.get_batch(b.batch_id).status == "completed"
@@ -1011,6 +1011,146 @@ class StoreContract:
                 store.get_batch(gone)
         assert {b.batch_id for b in store.list_batches()} == {running.batch_id, paused.batch_id}
         assert len(list(store.iter_items(running.batch_id))) == 2
+
+    # -- the service: webhook outbox, API keys, statistics, tenants ---------------------------
+
+    def test_reap_counts_items_and_batches(self, store: Store) -> None:
+        a, b = new_batch(store, 3, parallel=3), new_batch(store, 2, parallel=2)
+        w = store.register_worker("w", ["noop"], 8)
+        claim(store, w, 8)
+        age_heartbeats()
+        assert store.reap(LEASE) == (1, 5, 2)
+        assert counts(store, a.batch_id)[1] == 3 and counts(store, b.batch_id)[1] == 2
+
+    def test_final_state_writes_a_webhook_delivery(self, store: Store, worker: int) -> None:
+        hooked = new_batch(store, 2, webhook="https://example.com/hook")
+        plain = new_batch(store, 2)
+        for info in (hooked, plain):
+            pk, got = claim_batch(store, worker, info)
+            store.record(worker, [ok(pk, got[0]), fail(pk, got[1])])
+        assert store.list_deliveries(plain.batch_id) == []
+        [d] = store.list_deliveries(hooked.batch_id)
+        assert (d.event, d.url, d.status, d.attempts) == ("batch.completed", "https://example.com/hook", "pending", [])
+        [due] = store.claim_deliveries(10, 60)
+        assert due.delivery_id == d.delivery_id and due.tenant == "default" and due.attempts == 0
+        snap = BatchInfo.model_validate_json(due.payload)
+        assert (snap.batch_id, snap.status, snap.items_succeeded, snap.items_failed) == (
+            hooked.batch_id, "completed", 1, 1)
+        assert store.claim_deliveries(10, 60) == []  # leased: another server does not send it too
+
+    def test_cancel_writes_one_delivery_and_retry_reopens(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 3, webhook={"url": "http://example.com/h"})
+        store.transition(b.batch_id, "cancel")
+        assert [d.event for d in store.list_deliveries(b.batch_id)] == ["batch.cancelled"]
+        c = new_batch(store, 1, webhook="http://example.com/h")
+        pk, got = claim_batch(store, worker, c)
+        store.record(worker, [fail(pk, got[0])])
+        store.transition(c.batch_id, "retry")
+        pk, got = claim_batch(store, worker, c)
+        store.record(worker, [ok(pk, got[0])])
+        assert [d.event for d in store.list_deliveries(c.batch_id)] == ["batch.completed", "batch.completed"]
+
+    def test_delivery_attempts_backoff_and_give_up(self, store: Store) -> None:
+        b = new_batch(store, 1, webhook="https://example.com/hook")
+        store.transition(b.batch_id, "cancel")
+        [due] = store.claim_deliveries(10, 0.0)
+        store.finish_delivery(due.delivery_id, {"at": time.time(), "status_code": 500, "error": "HTTP 500",
+                                                "duration_ms": 3.0}, time.time() + 0.05, delivered=False)
+        assert store.claim_deliveries(10, 60) == []  # not due yet
+        time.sleep(0.1)
+        [again] = store.claim_deliveries(10, 60)
+        assert again.delivery_id == due.delivery_id and again.attempts == 1 and again.payload == due.payload
+        store.finish_delivery(due.delivery_id, {"at": time.time(), "status_code": None, "error": "refused",
+                                                "duration_ms": 1.0}, None, delivered=False)
+        [d] = store.list_deliveries(b.batch_id)
+        assert d.status == "failed" and d.next_attempt_at is None
+        assert [(a.status_code, a.error) for a in d.attempts] == [(500, "HTTP 500"), (None, "refused")]
+        c = new_batch(store, 1, webhook="https://example.com/hook")
+        store.transition(c.batch_id, "cancel")
+        [due] = store.claim_deliveries(10, 60)
+        store.finish_delivery(due.delivery_id, {"at": time.time(), "status_code": 204, "error": None,
+                                                "duration_ms": 2.0}, None, delivered=True)
+        [d] = store.list_deliveries(c.batch_id)
+        assert d.status == "delivered" and d.delivered_at is not None and len(d.attempts) == 1
+
+    def test_pending_deliveries_outlive_a_deleted_batch(self, store: Store) -> None:
+        b = new_batch(store, 1, webhook="https://example.com/hook")
+        store.transition(b.batch_id, "cancel")
+        store.delete_batch(b.batch_id)
+        [due] = store.claim_deliveries(10, 60)
+        assert due.batch_id == b.batch_id and due.event == "batch.cancelled"
+
+    def test_progress_webhooks_only_when_asked_changed_and_spaced(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 4, parallel=1, webhook={"url": "https://example.com/p", "progress": True})
+        new_batch(store, 4, parallel=1, webhook="https://example.com/final-only")
+        assert store.enqueue_progress_webhooks(60) == 1
+        assert store.enqueue_progress_webhooks(0) == 0  # nothing changed since
+        pk, got = claim_batch(store, worker, b, capacity=1)
+        store.record(worker, [ok(pk, got[0])])
+        assert store.enqueue_progress_webhooks(60) == 0  # changed, but the last one is too recent
+        time.sleep(0.02)
+        assert store.enqueue_progress_webhooks(0.01) == 1
+        events = [d.event for d in store.list_deliveries(b.batch_id)]
+        assert events == ["batch.progress", "batch.progress"]
+
+    def test_api_keys(self, store: Store) -> None:
+        a = store.add_api_key("key_a", "acme", "ci", "d" * 64)
+        store.add_api_key("key_b", "beta", None, "e" * 64)
+        assert a.tenant == "acme" and a.revoked_at is None
+        found = store.find_api_key("d" * 64)
+        assert found is not None and (found.key_id, found.tenant, found.name) == ("key_a", "acme", "ci")
+        assert store.find_api_key("f" * 64) is None
+        assert [k.key_id for k in store.list_api_keys()] == ["key_a", "key_b"]
+        assert store.revoke_api_key("key_a").revoked_at is not None
+        assert store.find_api_key("d" * 64) is None
+        assert store.revoke_api_key("key_a").revoked_at is not None  # revoking twice is harmless
+        with pytest.raises(NotFound):
+            store.revoke_api_key("key_nope")
+
+    def test_settings_are_set_once(self, store: Store, reopen: Callable[[], Store]) -> None:
+        assert store.get_setting("webhook_secret") is None
+        assert store.put_setting_once("webhook_secret", "one") == "one"
+        assert store.put_setting_once("webhook_secret", "two") == "one"
+        assert reopen().get_setting("webhook_secret") == "one"
+
+    def test_processor_stats_are_monotonic(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 3, max_attempts=3)
+        pk, got = claim_batch(store, worker, b)
+        store.record(worker, [ok(pk, got[0]), fail(pk, got[1]), retry(pk, got[2])])
+        st = store.processor_stats()["noop"]
+        assert (st.succeeded, st.failed, st.retried) == (1, 1, 1)
+        assert len(st.buckets) == len(defaults.DURATION_BUCKETS) + 1 and sum(st.buckets) == 2
+        assert 0.015 < st.duration_sum < 0.03  # two items of 10 ms
+        _, again = claim_batch(store, worker, b)
+        store.record(worker, [ok(pk, again[0])])
+        store.delete_batch(b.batch_id)
+        st = store.processor_stats()["noop"]
+        assert (st.succeeded, st.failed, st.retried, sum(st.buckets)) == (2, 1, 1, 3)
+
+    def test_tenant_usage(self, store: Store, worker: int) -> None:
+        a = new_batch(store, 5, tenant="acme", parallel=2)
+        new_batch(store, 3, tenant="acme", start=False)
+        new_batch(store, 7, tenant="beta")
+        _, got = claim_batch(store, worker, a, capacity=2)
+        assert store.tenant_usage("acme") == (5 - len(got) + 3, len(got))
+        assert store.tenant_usage("nobody") == (0, 0)
+
+    def test_tenant_cap_holds_across_workers(self, store: Store) -> None:
+        for _ in range(2):
+            new_batch(store, 10, tenant="acme", parallel=10)
+        beta = new_batch(store, 10, tenant="beta", parallel=10)
+        w1 = store.register_worker("w1", ["noop"], 8)
+        w2 = store.register_worker("w2", ["noop"], 8)
+        r1 = store.claim(w1, PROCS, 8, {}, None, 3)
+        r2 = store.claim(w2, PROCS, 8, {}, None, 3)
+        by_tenant: dict[str, int] = {}
+        for res in (r1, r2):
+            for pk, grant in res.grants.items():
+                if not grant:
+                    continue
+                tenant = "beta" if res.batches[pk].batch_id == beta.batch_id else "acme"
+                by_tenant[tenant] = by_tenant.get(tenant, 0) + grant
+        assert by_tenant == {"acme": 3, "beta": 3}
 
     # -- schema ---------------------------------------------------------------------------------
 

@@ -23,3 +23,10 @@ MAX_ATTEMPTS_LIMIT = 1000      # the most attempts a batch may ask for (stores k
 LOST_ATTEMPTS_GRACE = 5       # a worker lost this many times beyond max_attempts fails the item
 SQLITE_BUSY_TIMEOUT_MS = 30000
 TRACEBACK_TAIL_CHARS = 2000
+
+# Item duration histogram buckets (seconds), shared by the stores' per-processor statistics and /metrics.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_MAX_ATTEMPTS = 8          # backoff 5 s doubling: the last try is about 10 minutes after the event
+WEBHOOK_BACKOFF_SECONDS = 5.0
+WEBHOOK_PROGRESS_SECONDS = 5.0    # at most one batch.progress event per batch this often

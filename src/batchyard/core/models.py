@@ -45,6 +45,32 @@ class FailurePolicy(BaseModel):
         return None
 
 
+class Webhook(BaseModel):
+    """Where a batch's events are POSTed (signed per Standard Webhooks): final states always, progress if asked."""
+
+    model_config = ConfigDict(frozen=True)
+    url: str = Field(description="An http(s) URL.", min_length=1, max_length=2000)
+    progress: bool = Field(False, description="Also send batch.progress events, at most every few seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, v: Any) -> Any:
+        return {"url": v} if isinstance(v, str) else v
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return v
+
+
+WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.progress")
+
+
 class BatchSpec(BaseModel):
     """Everything a batch is created with, apart from its items."""
 
@@ -54,7 +80,7 @@ class BatchSpec(BaseModel):
     priority: Priority = Priority.NORMAL
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
     max_attempts: int = Field(3, ge=1, le=defaults.MAX_ATTEMPTS_LIMIT)
-    webhook: str | None = None
+    webhook: Webhook | None = None
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     tenant: str = DEFAULT_TENANT
@@ -96,7 +122,7 @@ class BatchInfo(BaseModel):
     params: dict[str, Any]
     failure_policy: FailurePolicy
     max_attempts: int
-    webhook: str | None
+    webhook: Webhook | None
     description: str | None
     tags: list[str]
     source: str | None
@@ -188,6 +214,48 @@ class WorkerInfo(BaseModel):
     processors: list[str]
     concurrency: int
     running: dict[str, int] = Field(default_factory=dict)
+
+
+class DeliveryAttempt(BaseModel):
+    at: datetime
+    status_code: int | None = Field(None, description="The receiver's HTTP status; None when none came back.")
+    error: str | None = None
+    duration_ms: float
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one batch's webhook: the outbox row and every attempt to deliver it."""
+
+    delivery_id: str = Field(description="Also the `webhook-id` header: receivers de-duplicate on it.")
+    batch_id: str
+    event: str
+    url: str
+    status: str = Field(description="pending (more attempts due), delivered, or failed (attempts exhausted).")
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class ApiKeyInfo(BaseModel):
+    """An API key as listed: never the secret, which is shown once at creation and stored hashed."""
+
+    key_id: str
+    tenant: str
+    name: str | None = None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ProcessorStats(BaseModel):
+    """Monotonic per-processor totals, written with the outcomes (they survive deleted batches)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    duration_sum: float = 0.0
+    # Non-cumulative counts per defaults.DURATION_BUCKETS upper bound, plus one for +Inf.
+    buckets: list[int] = Field(default_factory=list)
 
 
 def new_batch_id() -> str:

@@ -25,6 +25,7 @@ class Runnable:
     pending: int
     slots_others: int
     last_claim_at: float
+    tenant: str = "default"
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,16 @@ class Plan:
 
 
 def grants(runnable: list[Runnable], capacity: int, proc_room: dict[str, int],
-           held: dict[int, Held] | None = None) -> dict[int, int]:
+           held: dict[int, Held] | None = None, tenant_room: dict[str, int] | None = None) -> dict[int, int]:
     """Split ``capacity`` slots over batches: strict priority tiers, water-filling within a tier.
 
-    A batch never gets more slots than it has work (pending items plus what this worker holds).
+    A batch never gets more slots than it has work (pending items plus what this worker holds), a
+    processor no more than its concurrency room, a tenant no more than its room under the tenant cap.
     """
     held = held or {}
     out: dict[int, int] = {r.pk: 0 for r in runnable}
     room = dict(proc_room)
+    troom = dict(tenant_room or {})
     left = capacity
     tiers = sorted({r.priority for r in runnable}, reverse=True)
     for tier in tiers:
@@ -67,7 +70,7 @@ def grants(runnable: list[Runnable], capacity: int, proc_room: dict[str, int],
                 if left <= 0:
                     break
                 proc_left = room.get(r.processor, math.inf)
-                give = int(min(share, caps[r.pk] - out[r.pk], proc_left, left))
+                give = int(min(share, caps[r.pk] - out[r.pk], proc_left, troom.get(r.tenant, math.inf), left))
                 if give <= 0:
                     active.remove(r)
                     continue
@@ -75,6 +78,8 @@ def grants(runnable: list[Runnable], capacity: int, proc_room: dict[str, int],
                 left -= give
                 if r.processor in room:
                     room[r.processor] -= give
+                if r.tenant in troom:
+                    troom[r.tenant] -= give
                 progressed = True
                 if out[r.pk] >= caps[r.pk]:
                     active.remove(r)
@@ -102,8 +107,8 @@ def refill_at(grant: int, avg_duration: float | None) -> int:
 
 
 def plan(runnable: list[Runnable], held: dict[int, Held], capacity: int,
-         proc_room: dict[str, int]) -> dict[int, Plan]:
-    g = grants(runnable, capacity, proc_room, held)
+         proc_room: dict[str, int], tenant_room: dict[str, int] | None = None) -> dict[int, Plan]:
+    g = grants(runnable, capacity, proc_room, held, tenant_room)
     out = {}
     for r in runnable:
         h = held.get(r.pk, Held())

@@ -10,7 +10,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from batchyard.core.models import BatchInfo, BatchSpec, ItemInfo, NewItem, WorkerInfo
+from batchyard.core.models import (
+    ApiKeyInfo,
+    BatchInfo,
+    BatchSpec,
+    ItemInfo,
+    NewItem,
+    ProcessorStats,
+    WebhookDelivery,
+    WorkerInfo,
+)
 from batchyard.core.scheduling import Held
 
 
@@ -69,6 +78,27 @@ class RecordResult:
     refused: int = 0
 
 
+class Reaped(NamedTuple):
+    """What a reap recovered: dead workers removed, their items returned, the batches those were in."""
+
+    workers: int = 0
+    items: int = 0
+    batches: int = 0
+
+
+class DueDelivery(NamedTuple):
+    """A webhook delivery claimed for sending (its lease keeps other servers off it for a while)."""
+
+    delivery_id: str
+    batch_id: str
+    tenant: str
+    event: str
+    url: str
+    payload: str  # the batch snapshot taken when the event happened, as JSON
+    created_at: float
+    attempts: int
+
+
 @runtime_checkable
 class Store(Protocol):
     url: str
@@ -101,9 +131,35 @@ class Store(Protocol):
     def unregister_worker(self, worker_pk: int) -> None: ...
     def list_workers(self) -> list[WorkerInfo]: ...
     def claim(self, worker_pk: int, processors: dict[str, Any], capacity: int,
-              held: dict[int, Held], only: set[str] | None = None) -> ClaimResult: ...
+              held: dict[int, Held], only: set[str] | None = None,
+              tenant_cap: int | None = None) -> ClaimResult:
+        """``tenant_cap``: the most items one tenant may have running across all workers."""
+        ...
     def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult: ...
     def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None: ...
     def drop_slots(self, worker_pk: int, batch_pk: int) -> None: ...
-    def reap(self, lease_seconds: float) -> int: ...
+    def reap(self, lease_seconds: float) -> Reaped: ...
     def batch_states(self, pks: Iterable[int]) -> dict[int, str]: ...
+    def processor_stats(self) -> dict[str, ProcessorStats]: ...
+    def tenant_usage(self, tenant: str) -> tuple[int, int]:
+        """(items queued, items running) over the tenant's unfinished batches."""
+        ...
+
+    # webhooks: a final transition writes its delivery in the same transaction (an outbox)
+    def enqueue_progress_webhooks(self, interval: float) -> int: ...
+    def claim_deliveries(self, limit: int, lease_seconds: float) -> list[DueDelivery]: ...
+    def finish_delivery(self, delivery_id: str, attempt: dict[str, Any], next_attempt_at: float | None,
+                        delivered: bool) -> None: ...
+    def list_deliveries(self, batch_id: str) -> list[WebhookDelivery]: ...
+
+    # API keys (the secret is never stored: only its SHA-256)
+    def add_api_key(self, key_id: str, tenant: str, name: str | None, digest: str) -> ApiKeyInfo: ...
+    def find_api_key(self, digest: str) -> ApiKeyInfo | None: ...
+    def list_api_keys(self) -> list[ApiKeyInfo]: ...
+    def revoke_api_key(self, key_id: str) -> ApiKeyInfo: ...
+
+    # small named values the server keeps with the data (e.g. its generated webhook signing secret)
+    def get_setting(self, key: str) -> str | None: ...
+    def put_setting_once(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key has one; return the value that is stored."""
+        ...

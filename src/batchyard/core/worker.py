@@ -248,7 +248,7 @@ class Worker:
     def __init__(self, store: Store, processors: list[Processor], *, concurrency: int = defaults.PARALLEL,
                  name: str | None = None, lease_seconds: float = defaults.LEASE_SECONDS,
                  sources: list[str] | None = None, on_cycle: Callable[[Worker], None] | None = None,
-                 only: set[str] | None = None) -> None:
+                 only: set[str] | None = None, tenant_cap: int | None = None) -> None:
         self.store = store
         self.processors = {p.name: p for p in processors}
         self.concurrency = concurrency
@@ -257,6 +257,7 @@ class Worker:
         self.sources = list(sources or [])
         self.on_cycle = on_cycle
         self.only = only  # restrict to these batch ids (``batchyard run`` runs its own batch only)
+        self.tenant_cap = tenant_cap  # the most items one tenant may have running, across all workers
         self.runners: dict[int, Runner] = {}
         self.outcomes: deque[Outcome] = deque()
         self.wake = threading.Event()
@@ -371,7 +372,8 @@ class Worker:
     def _claim(self) -> int:
         assert self.worker_pk is not None
         held = {pk: r.held() for pk, r in self.runners.items() if not r.closed}
-        res = self.store.claim(self.worker_pk, self.processors, self.concurrency, held, self.only)
+        res = self.store.claim(self.worker_pk, self.processors, self.concurrency, held, self.only,
+                               self.tenant_cap)
         n = 0
         for pk, grant in res.grants.items():
             runner = self.runners.get(pk)

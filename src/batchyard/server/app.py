@@ -56,8 +56,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recovered = await asyncio.to_thread(engine.store.reap, settings.lease_seconds)
-        if recovered:
-            log.info("recovered the items of %d interrupted workers", recovered)
+        if recovered.workers:
+            log.info("recovered %d items of %d batches from %d interrupted workers",
+                     recovered.items, recovered.batches, recovered.workers)
         worker = app.state.worker = embedded_worker(engine, settings)
         if worker is not None:
             await asyncio.to_thread(worker.start)

@@ -144,7 +144,8 @@ def validate_batch(body: BatchCreate, request: Request) -> ValidationReport:
 @router.post("/recover", response_model=RecoverResult, summary="Recover interrupted work now")
 def recover(request: Request) -> RecoverResult:
     """Items leased by workers that died (or stopped heartbeating) go back to pending, as at start-up."""
-    return RecoverResult(recovered=engine_of(request).store.reap(settings_of(request).lease_seconds))
+    got = engine_of(request).store.reap(settings_of(request).lease_seconds)
+    return RecoverResult(recovered=got.workers, items=got.items, batches=got.batches)
 
 
 @router.post("/cleanup", response_model=CleanupResult, summary="Delete final batches older than days_old")

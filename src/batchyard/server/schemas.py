@@ -122,7 +122,9 @@ class Health(BaseModel):
 
 
 class RecoverResult(BaseModel):
-    recovered: int = Field(description="Workers found dead whose items went back to pending.")
+    recovered: int = Field(description="Workers found dead (no heartbeat within the lease, or process gone).")
+    items: int = Field(description="Items those workers held, returned to pending (or failed if lost too often).")
+    batches: int = Field(description="Batches those items belong to.")
 
 
 class CleanupRequest(BaseModel):

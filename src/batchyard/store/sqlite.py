@@ -9,6 +9,7 @@ and never fails half-way on a lock upgrade.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -33,11 +34,15 @@ from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
     RANK_PRIORITY,
+    WEBHOOK_EVENTS,
+    ApiKeyInfo,
     BatchInfo,
     BatchSpec,
     ItemError,
     ItemInfo,
     NewItem,
+    ProcessorStats,
+    WebhookDelivery,
     WorkerInfo,
     new_batch_id,
     ts,
@@ -51,7 +56,9 @@ from batchyard.core.store import (
     BatchRuntime,
     Claimed,
     ClaimResult,
+    DueDelivery,
     Outcome,
+    Reaped,
     RecordResult,
 )
 from batchyard.store.sql import migrations, queries
@@ -274,6 +281,18 @@ class SQLiteStore:
                            [*sets.values(), row["pk"], row["status"]])
         if cur.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; kept as the compare-and-set guard
             raise InvalidTransition("batch", row["id"], row["status"], str(sets.get("status")))
+        target = sets.get("status")
+        if target != row["status"] and target in FINAL_EVENTS and '"webhook":{' in row["spec"]:
+            self._enqueue(conn, conn.execute(Q["batch_by_pk"], (row["pk"],)).fetchone(), FINAL_EVENTS[target])
+
+    def _enqueue(self, conn: sqlite3.Connection, row: sqlite3.Row, event: str) -> None:
+        """Write a webhook delivery for ``event``, with the batch as it is now, in the caller's transaction."""
+        info = _batch_info(row)
+        if info.webhook is None:
+            return
+        conn.execute(Q["enqueue_delivery"], {
+            "id": f"msg_{uuid.uuid4().hex}", "batch_pk": row["pk"], "batch_id": row["id"], "tenant": row["tenant"],
+            "event": event, "url": info.webhook.url, "payload": info.model_dump_json(), "now": time.time()})
 
     def _settle(self, conn: sqlite3.Connection, pk: int, now: float) -> None:
         """End the batch if every item is final; trip its failure policy if it says so.
@@ -315,6 +334,8 @@ class SQLiteStore:
             self._delete(conn, row["pk"], row["first_item"], row["last_item"])
 
     def _delete(self, conn: sqlite3.Connection, pk: int, first: int, last: int) -> None:
+        # Deliveries still due go out (they carry their own snapshot); finished ones go with the batch.
+        conn.execute("DELETE FROM webhook_deliveries WHERE batch_pk = ? AND status != 'pending'", (pk,))
         conn.execute(Q["delete_items"], (first, last))
         conn.execute(Q["delete_batch"], (pk,))
         conn.execute("DELETE FROM slots WHERE batch_pk = ?", (pk,))
@@ -408,7 +429,8 @@ class SQLiteStore:
         return out
 
     def claim(self, worker_pk: int, processors: dict[str, Any], capacity: int,
-              held: dict[int, Held], only: set[str] | None = None) -> ClaimResult:
+              held: dict[int, Held], only: set[str] | None = None,
+              tenant_cap: int | None = None) -> ClaimResult:
         now = time.time()
         result = ClaimResult()
         with self._write() as conn:
@@ -422,9 +444,13 @@ class SQLiteStore:
                 return result
             others: dict[int, int] = {}
             proc_used: dict[str, int] = {}
-            for batch_pk, proc, n in conn.execute(Q["slots_of_others"], (worker_pk,)):
+            tenant_used: dict[str, int] = {}
+            for batch_pk, proc, n, tenant in conn.execute(Q["slots_of_others"], (worker_pk,)):
                 others[batch_pk] = n
                 proc_used[proc] = proc_used.get(proc, 0) + n
+                tenant_used[tenant] = tenant_used.get(tenant, 0) + n
+            tenant_room = None if tenant_cap is None else {
+                r["tenant"]: max(0, tenant_cap - tenant_used.get(r["tenant"], 0)) for r in rows}
             proc_room = {name: max(0, p.concurrency - proc_used.get(name, 0))
                          for name, p in processors.items() if getattr(p, "concurrency", None)}
             # A rate-limited processor's batches can use no more slots than it has tokens for now.
@@ -434,12 +460,12 @@ class SQLiteStore:
                 if limit is not None:
                     bucket = conn.execute(Q["get_bucket"], (name,)).fetchone()
                     startable[name] = limits.level(bucket[0], bucket[1], now, limit) if bucket else limit.burst
-            runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"],
+            runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"], tenant=r["tenant"],
                                  parallel=r["parallel"], pending=min(r["items_pending"], int(startable.get(
                                      r["processor"], r["items_pending"]))),
                                  slots_others=others.get(r["pk"], 0), last_claim_at=r["last_claim_at"])
                         for r in rows]
-            plans = plan(runnable, held, capacity, proc_room)
+            plans = plan(runnable, held, capacity, proc_room, tenant_room)
             for r in rows:
                 pk = r["pk"]
                 p = plans[pk]
@@ -502,6 +528,7 @@ class SQLiteStore:
             blobs = {key: encode_outcomes(group) for key, group in groups.items()}
         res = RecordResult()
         per_batch: dict[int, dict[str, float]] = {}
+        durations: dict[int, list[int]] = {}
         with self._write() as conn:
             for (batch_pk, kind), group in groups.items():
                 sql = _RECORD[kind]
@@ -521,10 +548,32 @@ class SQLiteStore:
                 c = per_batch.setdefault(batch_pk, {"ok": 0, "fail": 0, "retry": 0, "cost": 0.0})
                 c[kind] += len(accepted)
                 c["cost"] += sum(o[7] for o in accepted if o[7])
+                if kind != RETRY:
+                    durations.setdefault(batch_pk, []).extend(o[6] - o[5] for o in accepted)
+            stats: dict[str, _Stats] = {}
             for batch_pk, c in per_batch.items():
-                conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk})
+                proc = conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk}).fetchone()
+                if proc is not None:
+                    stats.setdefault(proc[0], _Stats()).add(c, durations.get(batch_pk, ()))
                 self._settle(conn, batch_pk, now)
+            for proc, st in stats.items():
+                self._add_stats(conn, proc, st)
         return res
+
+    def _add_stats(self, conn: sqlite3.Connection, processor: str, st: _Stats) -> None:
+        old = conn.execute(Q["get_stats"], (processor,)).fetchone()
+        buckets = st.merged(json.loads(old["buckets"]) if old else [])
+        conn.execute(Q["put_stats"], {"processor": processor, "ok": st.ok, "fail": st.fail, "retry": st.retry,
+                                      "dsum": st.duration_sum, "buckets": json.dumps(buckets)})
+
+    def processor_stats(self) -> dict[str, ProcessorStats]:
+        return {r["processor"]: ProcessorStats(succeeded=r["succeeded"], failed=r["failed"], retried=r["retried"],
+                                               duration_sum=r["duration_sum"], buckets=json.loads(r["buckets"]))
+                for r in self._conn().execute("SELECT * FROM processor_stats ORDER BY processor")}
+
+    def tenant_usage(self, tenant: str) -> tuple[int, int]:
+        queued, running = self._conn().execute(Q["tenant_usage"], (tenant,)).fetchone()
+        return int(queued), int(running)
 
     def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None:
         if not rowids:
@@ -548,9 +597,12 @@ class SQLiteStore:
             self._settle(conn, batch_pk, now)
 
     def _release_all(self, conn: sqlite3.Connection, worker_pks: list[int], now: float,
-                     lost: bool = False) -> None:
-        """Return every item leased to these workers to pending (or fail items lost too often)."""
+                     lost: bool = False) -> tuple[int, int]:
+        """Return every item leased to these workers to pending (or fail items lost too often).
+
+        Returns (items, batches) released."""
         marks = ",".join("?" * len(worker_pks))
+        items = batches = 0
         for b in conn.execute(Q["batches_with_running"]).fetchall():
             cancel = b["status"] == BatchStatus.CANCELLING
             limit = b["max_attempts"] + defaults.LOST_ATTEMPTS_GRACE
@@ -559,6 +611,8 @@ class SQLiteStore:
                 (b["first_item"], b["last_item"], *worker_pks)).fetchall()
             if not rows:
                 continue
+            items += len(rows)
+            batches += 1
             counts = {"pending": 0, "failed": 0, "cancelled": 0}
             for item_id, attempts in rows:
                 if cancel:
@@ -580,12 +634,13 @@ class SQLiteStore:
                          " WHERE pk = ?", (len(rows), counts["pending"], counts["failed"], counts["cancelled"],
                                           now, b["pk"]))
             self._settle(conn, b["pk"], now)
+        return items, batches
 
     def drop_slots(self, worker_pk: int, batch_pk: int) -> None:
         with self._write() as conn:
             conn.execute(Q["delete_slots"], (worker_pk, batch_pk))
 
-    def reap(self, lease_seconds: float) -> int:
+    def reap(self, lease_seconds: float) -> Reaped:
         """Reclaim the items of workers that stopped heartbeating, or whose process is gone."""
         now = time.time()
         conn = self._conn()
@@ -596,17 +651,120 @@ class SQLiteStore:
             if silent or gone:
                 dead.append(r["pk"])
         if not dead:
-            return 0
+            return Reaped()
         with self._write() as conn:
-            self._release_all(conn, dead, now, lost=True)
+            items, batches = self._release_all(conn, dead, now, lost=True)
             for pk in dead:
                 conn.execute(Q["worker_slots_delete"], (pk,))
                 conn.execute(Q["delete_worker"], (pk,))
-        return len(dead)
+        return Reaped(len(dead), items, batches)
 
     def batch_states(self, pks: Iterable[int]) -> dict[int, str]:
         rows = self._conn().execute(Q["batch_states"], (json.dumps(list(pks)),)).fetchall()
         return {r[0]: r[1] for r in rows}
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def enqueue_progress_webhooks(self, interval: float) -> int:
+        """A batch.progress delivery for each running batch that asked for them, changed since its last one,
+        and has had none for ``interval`` seconds."""
+        with self._write() as conn:
+            rows = conn.execute(Q["progress_candidates"], {"since": time.time() - interval}).fetchall()
+            for row in rows:
+                self._enqueue(conn, row, "batch.progress")
+        return len(rows)
+
+    def claim_deliveries(self, limit: int, lease_seconds: float) -> list[DueDelivery]:
+        now = time.time()
+        with self._write() as conn:
+            rows = conn.execute(Q["due_deliveries"], {"now": now, "limit": limit}).fetchall()
+            for r in rows:
+                conn.execute(Q["lease_delivery"], {"until": now + lease_seconds, "id": r["id"]})
+        return [DueDelivery(r["id"], r["batch_id"], r["tenant"], r["event"], r["url"], r["payload"],
+                            r["created_at"], r["n"]) for r in rows]
+
+    def finish_delivery(self, delivery_id: str, attempt: dict[str, Any], next_attempt_at: float | None,
+                        delivered: bool) -> None:
+        status = "delivered" if delivered else "pending" if next_attempt_at is not None else "failed"
+        with self._write() as conn:
+            conn.execute(Q["finish_delivery"], {"attempt": json.dumps(attempt), "status": status,
+                                                "next": None if delivered else next_attempt_at,
+                                                "now": time.time(), "id": delivery_id})
+
+    def list_deliveries(self, batch_id: str) -> list[WebhookDelivery]:
+        return [WebhookDelivery(
+            delivery_id=r["id"], batch_id=r["batch_id"], event=r["event"], url=r["url"], status=r["status"],
+            created_at=ts(r["created_at"]), next_attempt_at=ts(r["next_attempt_at"]) if r["status"] == "pending"
+            else None, delivered_at=ts(r["delivered_at"]),
+            attempts=[{**a, "at": ts(a["at"])} for a in json.loads(r["attempts"])])
+            for r in self._conn().execute(Q["deliveries_of"], (batch_id,))]
+
+    # -- API keys and settings -------------------------------------------------------------------
+
+    def add_api_key(self, key_id: str, tenant: str, name: str | None, digest: str) -> ApiKeyInfo:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(Q["add_api_key"], (key_id, tenant, name, digest, now))
+        return ApiKeyInfo(key_id=key_id, tenant=tenant, name=name, created_at=ts(now))
+
+    def find_api_key(self, digest: str) -> ApiKeyInfo | None:
+        row = self._conn().execute(Q["find_api_key"], (digest,)).fetchone()
+        return _key_info(row) if row else None
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        return [_key_info(r) for r in self._conn().execute("SELECT * FROM api_keys ORDER BY created_at, id")]
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
+        with self._write() as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                         (time.time(), key_id))
+            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}", kind="api_key", ident=key_id)
+        return _key_info(row)
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)).fetchone()
+        return row[0] if row else None
+
+    def put_setting_once(self, key: str, value: str) -> str:
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (f"setting:{key}", value))
+            return str(conn.execute("SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)).fetchone()[0])
+
+
+FINAL_EVENTS = {BatchStatus.COMPLETED: WEBHOOK_EVENTS[0], BatchStatus.FAILED: WEBHOOK_EVENTS[1],
+                BatchStatus.CANCELLED: WEBHOOK_EVENTS[2]}
+_BOUNDS_US = [int(b * 1_000_000) for b in defaults.DURATION_BUCKETS]
+
+
+class _Stats:
+    """One group commit's contribution to a processor's totals."""
+
+    def __init__(self) -> None:
+        self.ok = self.fail = self.retry = 0
+        self.duration_sum = 0.0
+        self.counts = [0] * (len(_BOUNDS_US) + 1)
+
+    def add(self, c: dict[str, float], durations_us: Iterable[int]) -> None:
+        self.ok += int(c["ok"])
+        self.fail += int(c["fail"])
+        self.retry += int(c["retry"])
+        counts, bounds, total = self.counts, _BOUNDS_US, 0
+        for d in durations_us:
+            counts[bisect.bisect_left(bounds, d)] += 1
+            total += d
+        self.duration_sum += total / 1e6
+
+    def merged(self, old: list[int]) -> list[int]:
+        if len(old) != len(self.counts):  # first write, or the bucket bounds changed: start again
+            return list(self.counts)
+        return [a + b for a, b in zip(old, self.counts, strict=True)]
+
+
+def _key_info(r: sqlite3.Row) -> ApiKeyInfo:
+    return ApiKeyInfo(key_id=r["id"], tenant=r["tenant"], name=r["name"], created_at=ts(r["created_at"]),
+                      revoked_at=ts(r["revoked_at"]))
 
 
 def _process_alive(pid: int, started: float | None) -> bool:

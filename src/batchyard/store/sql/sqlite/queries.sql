@@ -26,16 +26,16 @@ SELECT * FROM batches WHERE id = ?;
 SELECT * FROM batches WHERE fingerprint = ? AND status != 'cancelled' ORDER BY pk DESC LIMIT 1;
 
 -- name: runnable_batches
-SELECT pk, id, processor, priority, parallel, items_pending, items_running, last_claim_at, first_item,
+SELECT pk, id, tenant, processor, priority, parallel, items_pending, items_running, last_claim_at, first_item,
        last_item, status, spec, max_attempts, failing
 FROM batches
 WHERE status = 'running';
 
 -- name: slots_of_others
-SELECT s.batch_pk, b.processor, SUM(s.slots)
+SELECT s.batch_pk, b.processor, SUM(s.slots), b.tenant
 FROM slots s JOIN batches b ON b.pk = s.batch_pk
 WHERE s.worker_pk != ?
-GROUP BY s.batch_pk, b.processor;
+GROUP BY s.batch_pk, b.processor, b.tenant;
 
 -- name: claim_range
 SELECT MIN(id), MAX(id), COUNT(*) FROM (
@@ -101,7 +101,8 @@ UPDATE batches SET items_running = items_running - :ok - :fail - :retry,
                    items_succeeded = items_succeeded + :ok, items_failed = items_failed + :fail,
                    items_pending = items_pending + :retry, cost_total = cost_total + :cost,
                    updated_at = :now
-WHERE pk = :pk;
+WHERE pk = :pk
+RETURNING processor;
 
 -- name: batch_by_pk
 SELECT * FROM batches WHERE pk = ?;
@@ -158,3 +159,51 @@ WHERE items.id BETWEEN :first AND :last AND items.status = 2 AND items.result IS
 GROUP BY field
 ORDER BY COUNT(*) DESC, field
 LIMIT :limit;
+
+-- name: enqueue_delivery
+INSERT INTO webhook_deliveries (id, batch_pk, batch_id, tenant, event, url, payload, created_at, next_attempt_at)
+VALUES (:id, :batch_pk, :batch_id, :tenant, :event, :url, :payload, :now, :now);
+
+-- name: progress_candidates
+SELECT b.* FROM batches b
+WHERE b.status = 'running' AND json_extract(b.spec, '$.webhook.progress') = 1
+  AND b.updated_at > COALESCE((SELECT max(d.created_at) FROM webhook_deliveries d
+                               WHERE d.batch_pk = b.pk AND d.event = 'batch.progress'), 0)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                  WHERE d.batch_pk = b.pk AND d.event = 'batch.progress' AND d.created_at > :since);
+
+-- name: due_deliveries
+SELECT id, batch_id, tenant, event, url, payload, created_at, json_array_length(attempts) AS n
+FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+ORDER BY next_attempt_at LIMIT :limit;
+
+-- name: lease_delivery
+UPDATE webhook_deliveries SET next_attempt_at = :until WHERE id = :id AND status = 'pending';
+
+-- name: finish_delivery
+UPDATE webhook_deliveries
+SET attempts = json_insert(attempts, '$[#]', json(:attempt)), status = :status,
+    next_attempt_at = :next, delivered_at = CASE WHEN :status = 'delivered' THEN :now END
+WHERE id = :id AND status = 'pending';
+
+-- name: deliveries_of
+SELECT * FROM webhook_deliveries WHERE batch_id = ? ORDER BY created_at, id;
+
+-- name: add_api_key
+INSERT INTO api_keys (id, tenant, name, digest, created_at) VALUES (?, ?, ?, ?, ?);
+
+-- name: find_api_key
+SELECT * FROM api_keys WHERE digest = ? AND revoked_at IS NULL;
+
+-- name: get_stats
+SELECT * FROM processor_stats WHERE processor = ?;
+
+-- name: put_stats
+INSERT INTO processor_stats (processor, succeeded, failed, retried, duration_sum, buckets)
+VALUES (:processor, :ok, :fail, :retry, :dsum, :buckets)
+ON CONFLICT (processor) DO UPDATE SET succeeded = succeeded + :ok, failed = failed + :fail,
+    retried = retried + :retry, duration_sum = duration_sum + :dsum, buckets = :buckets;
+
+-- name: tenant_usage
+SELECT COALESCE(sum(items_pending), 0), COALESCE(sum(items_running), 0) FROM batches
+WHERE tenant = ? AND status IN ('pending', 'running', 'paused', 'cancelling');

@@ -38,6 +38,8 @@ def test_every_operation_conforms_to_its_schema(server: Server) -> None:
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
+    # the server-wide event stream never ends, so it has no response to validate (test_ws.py follows it)
+    operations = [op for op in operations if (op.method.upper(), op.path) != ("GET", "/api/v1/events")]
     # what deletes batches runs last, so that the others meet real ones
     operations.sort(key=lambda op: op.method.upper() == "DELETE" or op.path.endswith("/cleanup"))
     statuses: Counter[int] = Counter()

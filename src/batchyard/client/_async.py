@@ -160,9 +160,10 @@ class AsyncClient:
         tmp.replace(target)
         return target
 
-    async def events(self, batch_id: str, *, last_event_id: str | None = None,
+    async def events(self, batch_id: str | None = None, *, last_event_id: str | None = None,
                read_timeout: float | None = None) -> AsyncIterator[StreamEvent]:
-        """The batch's live events until it is final (one connection; see ``wait`` for reconnects)."""
+        """The batch's live events until it is final (one connection; see ``wait`` for reconnects); with no
+        ``batch_id``, the events of every batch, without end (resume with the last event's id)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         async with aconnect_sse(self._http, "GET", c.events_path(batch_id), headers=headers,
                          timeout=c.stream_timeout(self._http, read_timeout)) as es:
@@ -172,6 +173,10 @@ class AsyncClient:
             async for sse in es.aiter_sse():
                 if sse.event in ("state", "progress"):
                     yield c.stream_event(sse.id, sse.event, sse.data)
+
+    def ws_url(self, batch_id: str | None = None, *, last_event_id: str | None = None) -> str:
+        """The WebSocket URL of the same events as ``events`` (for a browser or a websockets client)."""
+        return c.ws_url(self.base_url, batch_id, last_event_id)
 
     async def wait(self, batch_id: str, *, on_progress: Callable[[BatchInfo], None] | None = None,
              timeout: float | None = None) -> BatchInfo:

@@ -1,7 +1,9 @@
 """Every API operation as a request to build and a parser for its answer, shared by Client and AsyncClient.
 
-``OPERATIONS`` maps each (method, path) of the API to the client method that calls it; a test checks it
-against the server's OpenAPI schema so that no endpoint is left without a method.
+``OPERATIONS`` maps each (method, path) of the API to the client method that calls it, and ``WEBSOCKETS``
+each WebSocket path (listed by the server under ``x-websockets`` in its OpenAPI schema) to the client method
+that serves it; a test checks both against a real server's schema so that no endpoint is left without a
+method, and the client names none the server lacks.
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("DELETE", "/batches/{batch_id}"): "delete_batch",
     ("GET", "/batches/{batch_id}/results"): "results",
     ("GET", "/batches/{batch_id}/events"): "events",
+    ("GET", "/events"): "events",
     ("POST", "/batches/recover"): "recover",
     ("POST", "/batches/cleanup"): "cleanup",
     ("GET", "/processors"): "processors",
     ("GET", "/health"): "health",
     ("GET", "/metrics"): "metrics",
+}
+
+WEBSOCKETS: dict[str, str] = {
+    "/batches/{batch_id}/ws": "ws_url",
+    "/ws": "ws_url",
 }
 
 
@@ -218,8 +226,18 @@ def stream_timeout(http: httpx.Client | httpx.AsyncClient, read: float | None = 
     return httpx.Timeout(http.timeout.connect, read=read)
 
 
-def events_path(batch_id: str) -> str:
-    return f"{API_PREFIX}/batches/{batch_id}/events"
+def events_path(batch_id: str | None) -> str:
+    """One batch's event stream, or every batch's with ``batch_id=None``."""
+    return f"{API_PREFIX}/batches/{batch_id}/events" if batch_id is not None else f"{API_PREFIX}/events"
+
+
+def ws_url(base_url: str, batch_id: str | None, last_event_id: str | None) -> str:
+    """The WebSocket carrying the same events as ``events_path`` (ws:// for http://, wss:// for https://)."""
+    url = httpx.URL(base_url)
+    path = f"/batches/{batch_id}/ws" if batch_id is not None else "/ws"
+    scheme = "wss" if url.scheme == "https" else "ws"
+    params = {"last_event_id": last_event_id} if last_event_id else None
+    return str(url.copy_with(scheme=scheme, path=url.path.rstrip("/") + API_PREFIX + path, params=params))
 
 
 def stream_event(sse_id: str, sse_event: str, data: str) -> StreamEvent:

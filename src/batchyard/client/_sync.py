@@ -158,9 +158,10 @@ class Client:
         tmp.replace(target)
         return target
 
-    def events(self, batch_id: str, *, last_event_id: str | None = None,
+    def events(self, batch_id: str | None = None, *, last_event_id: str | None = None,
                read_timeout: float | None = None) -> Iterator[StreamEvent]:
-        """The batch's live events until it is final (one connection; see ``wait`` for reconnects)."""
+        """The batch's live events until it is final (one connection; see ``wait`` for reconnects); with no
+        ``batch_id``, the events of every batch, without end (resume with the last event's id)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with connect_sse(self._http, "GET", c.events_path(batch_id), headers=headers,
                          timeout=c.stream_timeout(self._http, read_timeout)) as es:
@@ -170,6 +171,10 @@ class Client:
             for sse in es.iter_sse():
                 if sse.event in ("state", "progress"):
                     yield c.stream_event(sse.id, sse.event, sse.data)
+
+    def ws_url(self, batch_id: str | None = None, *, last_event_id: str | None = None) -> str:
+        """The WebSocket URL of the same events as ``events`` (for a browser or a websockets client)."""
+        return c.ws_url(self.base_url, batch_id, last_event_id)
 
     def wait(self, batch_id: str, *, on_progress: Callable[[BatchInfo], None] | None = None,
              timeout: float | None = None) -> BatchInfo:

@@ -88,7 +88,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = events.add_schemas(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes))
+                title=app.title, version=app.version, description=app.description, routes=app.routes), app.routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

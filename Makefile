@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean pg
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ demo: $(STAMP)
 	$(BIN)/batchyard run examples/demo/items.txt --processor sleep --param ms=40 --parallel 8 \
 		--store .batchyard/demo.db --output .batchyard/demo-results.json
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) pg
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n auto
+
+## PostgreSQL for the PostgreSQL store's tests, started if it is installed but not running. Without it
+## those tests skip (and fail under CI, which must run them).
+pg:
+	@pg_isready -h 127.0.0.1 -q 2>/dev/null || { command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] \
+		&& pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; } || \
+		echo "PostgreSQL is not available: its store's tests will skip (and fail under CI)"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks

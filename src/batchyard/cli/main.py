@@ -420,11 +420,13 @@ def processors_(json_: JsonOpt = False, processors: ProcessorsOpt = None) -> Non
     out.print(table)
 
 
-from batchyard.cli.serve import serve  # noqa: E402  (the service commands live in their own modules)
+from batchyard.cli.db_cmd import db  # noqa: E402  (the service commands live in their own modules)
+from batchyard.cli.serve import serve  # noqa: E402
 from batchyard.cli.worker_cmd import worker  # noqa: E402
 
 app.command("serve")(serve)
 app.command("worker")(worker)
+app.add_typer(db, name="db")
 
 
 def main() -> None:

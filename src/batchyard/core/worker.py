@@ -361,7 +361,17 @@ class Worker:
                 next_reap = now + reap_every
             if self.on_cycle:
                 self.on_cycle(self)
-            self.wake.wait(defaults.FLUSH_SECONDS if (self.outcomes or self.runners) else defaults.IDLE_POLL_SECONDS)
+            if self.outcomes or self.runners:
+                self.wake.wait(defaults.FLUSH_SECONDS)
+            elif not self.wake.is_set():
+                # Idle: a store that can be told of new work (PostgreSQL's LISTEN) returns as soon as a
+                # batch is created or resumed anywhere; one that cannot returns False at once, and the
+                # worker polls as before, its wake event still answering a stop at once.
+                t0 = time.monotonic()
+                if store.wait_for_work(defaults.IDLE_POLL_SECONDS):
+                    next_claim = 0.0
+                else:
+                    self.wake.wait(max(0.0, defaults.IDLE_POLL_SECONDS - (time.monotonic() - t0)))
             self.wake.clear()
         self._shutdown()
 

@@ -663,6 +663,10 @@ class SQLiteStore:
         rows = self._conn().execute(Q["batch_states"], (json.dumps(list(pks)),)).fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def wait_for_work(self, timeout: float) -> bool:
+        """SQLite has no channel to announce work on: False at once, and the worker polls (see Store)."""
+        return False
+
     # -- webhooks ----------------------------------------------------------------------------
 
     def enqueue_progress_webhooks(self, interval: float) -> int:

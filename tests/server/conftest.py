@@ -14,9 +14,13 @@ from batchyard import Client
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with an embedded worker and a 1 MB body limit, shared by a module's tests."""
+    """A server with an embedded worker and a 1 MB body limit, shared by a module's tests.
+
+    Its data root is pytest's base temporary directory, so tests may name their ``tmp_path`` files.
+    """
     d = tmp_path_factory.mktemp("server")
-    s = Server(d / "store.db", d / "server.log", "--workers", "4", "--max-upload-mb", "1", "--allow-input-uri")
+    s = Server(d / "store.db", d / "server.log", "--workers", "4", "--max-upload-mb", "1",
+               "--data-root", str(tmp_path_factory.getbasetemp()))
     yield s
     s.stop()
 

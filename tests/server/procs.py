@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, FilePath
 
 from batchyard import PermanentError, processor
 
@@ -40,3 +41,16 @@ def slow(item, ctx):
     if flag and os.path.exists(flag):
         raise PermanentError(f"flag {flag} is up")
     return {"value": item.payload}
+
+
+class ProbeParams(BaseModel):
+    """Local files by path: on the server, these fields are confined to the --data-root directories."""
+
+    media: Path
+    sidecar: FilePath | None = None
+    extras: list[Path] = []
+
+
+@processor("probe", params=ProbeParams, retry=1, description="Size of the file params.media names.")
+def probe(item, ctx):
+    return {"bytes": item.params.media.stat().st_size}

@@ -22,7 +22,8 @@ schemathesis = pytest.importorskip("schemathesis")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Without --allow-input-uri: generated requests must not make the server read arbitrary files or URLs."""
+    """Without --data-root or --allow-private-network: generated requests must not make the server read
+    arbitrary files or fetch from its own network."""
     d = tmp_path_factory.mktemp("schema")
     s = Server(d / "store.db", d / "server.log", "--workers", "2")
     yield s

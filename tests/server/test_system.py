@@ -54,12 +54,12 @@ def test_unsafe_processors_with_the_flag(start_server: Callable[..., Server]) ->
         assert "shell" in [p.name for p in c.processors()]
 
 
-def test_input_uri_is_off_by_default(start_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_local_input_uri_needs_a_data_root(start_server: Callable[..., Server], tmp_path: Path) -> None:
     s = start_server("--workers", "0")
     (tmp_path / "x.txt").write_text("a\n")
     with Client(s.url) as c, pytest.raises(ForbiddenError) as exc:
         c.create_batch("noop", input_uri=str(tmp_path / "x.txt"))
-    assert exc.value.code == "input_uri_not_allowed"
+    assert exc.value.code == "path_not_allowed"
 
 
 def test_openapi_is_complete_and_the_client_covers_it(server: Server) -> None:

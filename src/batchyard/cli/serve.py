@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -40,8 +41,16 @@ def serve(
         help="Delete final batches older than this many days, hourly.")] = None,
     allow_unsafe_processors: Annotated[bool, typer.Option(
         "--allow-unsafe-processors", help="Serve processors that run arbitrary commands (shell).")] = False,
-    allow_input_uri: Annotated[bool, typer.Option(
-        "--allow-input-uri", help="Let clients name files or URLs (input_uri) that the server reads.")] = False,
+    data_roots: Annotated[list[Path] | None, typer.Option(
+        "--data-root", envvar="BATCHYARD_DATA_ROOTS", exists=True, file_okay=False, dir_okay=True,
+        resolve_path=True, metavar="DIR",
+        help="Directory whose files clients may name, as input_uri or in path columns (repeatable; "
+             "BATCHYARD_DATA_ROOTS: separated like PATH). Without one, the server reads no local files.")] = None,
+    allow_private_network: Annotated[bool, typer.Option(
+        "--allow-private-network",
+        help="Let input_uri (and webhooks) reach loopback, private, link-local and cloud-metadata addresses, "
+             "which the SSRF guard refuses. gs://, s3:// and az:// URIs are always read, with the "
+             "server's own cloud credentials.")] = False,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", envvar="BATCHYARD_MAX_UPLOAD_MB", min=0.001,
                                                  help="Largest request body; 413 beyond.")] = 100.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
@@ -56,7 +65,8 @@ def serve(
         engine = Engine(open_store(store), processors or [])
         settings = Settings(host=host, port=port, store=store, processors=processors or [], workers=workers,
                             retention_days=retention_days, allow_unsafe_processors=allow_unsafe_processors,
-                            allow_input_uri=allow_input_uri, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+                            data_roots=data_roots or [], allow_private_network=allow_private_network,
+                            max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     except BatchyardError as exc:
         fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,6 +21,7 @@ from batchyard.core.errors import (
     BatchyardError,
     ConfigError,
     InputError,
+    InputProblem,
     InvalidTransition,
     NotFound,
     ProcessorNotFound,
@@ -37,7 +38,28 @@ class ProcessorNotAllowed(BatchyardError):
 
 
 class InputUriNotAllowed(BatchyardError):
-    """``input_uri`` is off on this server (it reads files and URLs on the server's side)."""
+    """An ``input_uri`` of a kind the server does not read (``memory://``, ``ftp://``, chained URLs...)."""
+
+
+class UrlNotAllowed(BatchyardError):
+    """A URL the server will not fetch: not http(s), unresolvable, or on a private address (SSRF guard)."""
+
+    def __init__(self, message: str, *, url: str | None = None, host: str | None = None,
+                 address: str | None = None) -> None:
+        super().__init__(message)
+        self.url, self.host, self.address = url, host, address
+
+
+class PathNotAllowed(BatchyardError):
+    """A local path outside the server's data roots (``--data-root``), or any path on a server without them.
+
+    ``problems`` locate the refused values in an input (line or item, column), as ``InputError``'s do.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, problems: list[InputProblem] | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problems = problems or []
 
 
 class PayloadTooLarge(BatchyardError):
@@ -52,6 +74,8 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (ProcessorNotFound, 404, "processor_not_found"),
     (ProcessorNotAllowed, 403, "processor_not_allowed"),
     (InputUriNotAllowed, 403, "input_uri_not_allowed"),
+    (UrlNotAllowed, 403, "url_not_allowed"),
+    (PathNotAllowed, 403, "path_not_allowed"),
     (InvalidTransition, 409, "invalid_transition"),
     (InputError, 422, "invalid_input"),
     (PayloadTooLarge, 413, "payload_too_large"),
@@ -83,7 +107,7 @@ def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def problems(exc: InputError) -> list[dict[str, Any]]:
+def problems(exc: InputError | PathNotAllowed) -> list[dict[str, Any]]:
     return [Problem(line=p.line, column=p.column, reason=p.reason, source=p.source).model_dump() for p in exc.problems]
 
 
@@ -101,6 +125,10 @@ def describe(exc: BatchyardError) -> tuple[int, dict[str, Any]]:
     elif isinstance(exc, InputError):
         details = problems(exc)
         message = f"{len(exc.problems)} input problem{'s' if len(exc.problems) != 1 else ''}; see details"
+    elif isinstance(exc, UrlNotAllowed):
+        details = {"url": exc.url, "host": exc.host, "address": exc.address}
+    elif isinstance(exc, PathNotAllowed):
+        details = problems(exc) if exc.problems else [Problem(reason=str(exc), column=None).model_dump()]
     elif isinstance(exc, PayloadTooLarge):
         details = {"limit_bytes": exc.limit}
     return status, body(code, message, details)

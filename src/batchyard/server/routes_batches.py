@@ -64,7 +64,7 @@ def create_batch(body: BatchCreate, request: Request) -> Any:
     engine, settings = engine_of(request), settings_of(request)
     proc = submit.allowed_processor(engine, settings, body.processor)
     if body.items is not None:
-        rows, source = submit.inline_rows(body.items, proc, body.params), None
+        rows, source = submit.inline_rows(settings, body.items, proc, body.params), None
     else:
         assert body.input_uri is not None
         rows, source = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params), body.input_uri
@@ -119,7 +119,7 @@ def upload_batch(
     opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
                          description, tags, start, dry_run)
     with submit.spooled_upload(file.file, file.filename, input_format) as (path, fmt):
-        rows = submit.upload_rows(path, file.filename, fmt, proc, opts.params)
+        rows = submit.upload_rows(settings, path, file.filename, fmt, proc, opts.params)
         if opts.dry_run:
             return JSONResponse(submit.report(engine, proc, opts.params, rows).model_dump(mode="json"))
         return _created(submit.create(engine, opts, proc, settings, rows, file.filename))
@@ -131,7 +131,7 @@ def validate_batch(body: BatchCreate, request: Request) -> ValidationReport:
     engine, settings = engine_of(request), settings_of(request)
     proc = submit.allowed_processor(engine, settings, body.processor)
     if body.items is not None:
-        rows = submit.inline_rows(body.items, proc, body.params)
+        rows = submit.inline_rows(settings, body.items, proc, body.params)
     else:
         assert body.input_uri is not None
         rows = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params)

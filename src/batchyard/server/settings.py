@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batchyard.core import defaults
 
@@ -23,11 +27,20 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(None, ge=0, description="Delete final batches older than this.")
     retention_interval_s: float = Field(3600.0, gt=0)
     allow_unsafe_processors: bool = False
-    allow_input_uri: bool = Field(False, description="Let POST /batches read `input_uri` (files, URLs); off "
-                                                     "until data roots and the SSRF guard exist.")
+    allow_private_network: bool = Field(False, description="Fetch URLs on loopback, private, link-local and "
+                                                           "metadata addresses (the SSRF guard refuses them).")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Directories whose files clients may name (input_uri, path columns); "
+                                          "none: no local files. In BATCHYARD_DATA_ROOTS, separated like PATH.")
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="Largest request body (413 beyond).")
     events_interval_s: float = Field(0.25, gt=0, description="How often SSE streams poll a batch.")
     events_ping_s: float = Field(15.0, gt=0)
     lease_seconds: float = defaults.LEASE_SECONDS
     grace_seconds: float = defaults.GRACE_SECONDS
     tenant: str = "default"
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        # From the environment: "/srv/a:/srv/b" (like PATH), not JSON
+        return [part for part in value.split(os.pathsep) if part] if isinstance(value, str) else value

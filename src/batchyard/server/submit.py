@@ -1,7 +1,14 @@
-"""Submissions: items inline, from an upload or from a URI, checked and created whole or not at all."""
+"""Submissions: items inline, from an upload or from a URI, checked and created whole or not at all.
+
+What a client may make the server read is guarded here (see ``netguard``): ``input_uri`` by scheme (http(s)
+through the SSRF guard, local paths inside the data roots, cloud object stores), and the path fields of
+the processor's params model in every row and in the shared params. The embedded CLI reads through
+``io.inputs`` directly and stays unconfined: there the user is the machine's own user.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -9,19 +16,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from batchyard.core.engine import Engine
-from batchyard.core.errors import InputError
+from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, BatchSpec
 from batchyard.core.processor import Processor
 from batchyard.io import inputs
-from batchyard.server.errors import InputUriNotAllowed, ProcessorNotAllowed, problems
+from batchyard.server import netguard
+from batchyard.server.errors import InputUriNotAllowed, PathNotAllowed, ProcessorNotAllowed, problems
 from batchyard.server.schemas import Problem, SubmitOptions, ValidationReport
 from batchyard.server.settings import Settings
 
 Rows = Iterator[tuple[str | None, Any]]
 _SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "json": ".json", "text": ".txt"}
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+# Object stores: read with the server's own cloud credentials (documented with --data-root in the README).
+CLOUD_SCHEMES = ("gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "adl")
+ACCEPTED_URIS = ("http:// and https:// URLs (public addresses unless --allow-private-network), local paths and "
+                 f"file:// URLs under a --data-root, and {', '.join(s + '://' for s in CLOUD_SCHEMES)}")
 
 
 def allowed_processor(engine: Engine, settings: Settings, name: str) -> Processor:
@@ -44,15 +58,125 @@ def spec_for(opts: SubmitOptions, proc: Processor, settings: Settings, source: s
     return BatchSpec(**fields)
 
 
-def inline_rows(items: list[Any], proc: Processor, params: dict[str, Any]) -> Rows:
-    return inputs.from_iterable(items, processor=proc, params=params, name="items")
+def inline_rows(settings: Settings, items: list[Any], proc: Processor, params: dict[str, Any]) -> Rows:
+    confine_params(settings, proc, params)
+    checking = confining(settings, proc)
+    rows = inputs.from_iterable(items, processor=checking, params=params, name="items")
+    return rows if checking is proc else refusals_as_403(rows)
 
 
 def uri_rows(settings: Settings, uri: str, fmt: str | None, proc: Processor, params: dict[str, Any]) -> Rows:
-    if not settings.allow_input_uri:
-        raise InputUriNotAllowed("this server does not read input_uri (start it with --allow-input-uri); "
-                                 "send the items inline or upload the file to POST /batches/upload")
-    return inputs.open_input(uri, fmt, processor=proc, params=params).items()
+    """The rows of the file or URL ``uri`` names, if this server may read it (see ``ACCEPTED_URIS``)."""
+    scheme = uri_scheme(uri)
+    if scheme in ("http", "https"):  # first: a refused address is the answer that matters most
+        netguard.check_url(uri, allow_private=settings.allow_private_network)
+    if "::" in uri:  # fsspec chains ("zip://a.csv::s3://b/c.zip", "simplecache::http://..."): one layer only
+        raise InputUriNotAllowed(f"input_uri {uri!r}: '::' chains fsspec filesystems, which this server does not "
+                                 "read (fsspec reads the '::' of an IPv6 address in a URL so too: use a host name); "
+                                 f"it reads {ACCEPTED_URIS}")
+    confine_params(settings, proc, params)
+    checking = confining(settings, proc)
+    if scheme in ("http", "https"):
+        source = inputs.open_input(uri, fmt, processor=checking, params=params,
+                                   storage_options=netguard.http_storage_options(settings.allow_private_network))
+        rows = source.items()
+    elif scheme in CLOUD_SCHEMES:
+        rows = inputs.open_input(uri, fmt, processor=checking, params=params).items()
+    elif scheme in (None, "file"):
+        try:
+            target = netguard.confine_path(local_path(uri), settings.data_roots)
+        except PathNotAllowed as exc:
+            raise PathNotAllowed(str(exc), path=uri, problems=[InputProblem(line=None, column="input_uri",
+                                                                            reason=str(exc))]) from None
+        # The resolved path is what is read: no second interpretation of '..', '~', '-' or symlinks.
+        source = inputs.open_input(str(target), fmt, processor=checking, params=params)
+        source.name = uri  # problems name what the client sent
+        rows = source.items()
+        if source.format == inputs.InputFormat.DIR:
+            rows = confined_listing(rows, netguard.resolve_roots(settings.data_roots))
+    else:
+        shown = "data:" if scheme == "data" else f"{scheme}://"
+        raise InputUriNotAllowed(f"input_uri {uri!r}: this server does not read {shown} URIs; it reads {ACCEPTED_URIS}")
+    return rows if checking is proc else refusals_as_403(rows)
+
+
+def uri_scheme(uri: str) -> str | None:
+    """The scheme fsspec would pick for ``uri`` (None: a local path)."""
+    if "://" in uri:
+        return uri.split("://", 1)[0].lower()
+    if uri[:5].lower() == "data:":  # fsspec reads data: URLs too (RFC 2397), without "//"
+        return "data"
+    return None
+
+
+def local_path(uri: str) -> str:
+    """The local path a path or ``file://`` URL names."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise InputUriNotAllowed(f"input_uri {uri!r}: a file:// URL names a file on this server; write it "
+                                 "file:///path (no host)")
+    return url2pathname(parts.path)
+
+
+def confining(settings: Settings, proc: Processor) -> Processor:
+    """``proc`` for the readers, its params model confining path fields to the data roots.
+
+    The readers validate every row against ``params_model``, so a refused path is reported like any bad
+    value: with its line (or item) number and column. The copy only validates; batches still name ``proc``.
+    """
+    model = proc.params_model
+    if model is None or not netguard.path_fields(model):
+        return proc
+    roots = netguard.resolve_roots(settings.data_roots)
+    return dataclasses.replace(proc, params_model=netguard.confining_model(model, roots))
+
+
+def confine_params(settings: Settings, proc: Processor, params: dict[str, Any]) -> None:
+    """Refuse shared params whose path fields name files outside the data roots (before reading rows)."""
+    model = proc.params_model
+    found: list[InputProblem] = []
+    roots = netguard.resolve_roots(settings.data_roots)
+    for name in netguard.path_fields(model):
+        assert model is not None
+        alias = model.model_fields[name].alias
+        for key in dict.fromkeys(k for k in (name, alias) if isinstance(k, str) and k in params):
+            for reason in netguard.refused_paths(model, name, params[key], roots):
+                found.append(InputProblem(line=None, column=f"params.{key}", reason=reason))
+    if found:
+        raise PathNotAllowed(f"params: {found[0].reason}", problems=found)
+
+
+def refusals_as_403(rows: Rows) -> Rows:
+    """Rows as they come; when the input's problems include refused paths, those as one PathNotAllowed.
+
+    The readers raise every problem together after the last row; path refusals (told apart by
+    ``netguard.PATH_REFUSED``) outrank the rest: the answer is 403, with their lines and columns.
+    """
+    try:
+        yield from rows
+    except InputError as exc:
+        refused = [p for p in exc.problems if netguard.PATH_REFUSED in p.reason]
+        if not refused:
+            raise
+        noun = "path" if len(refused) == 1 else "paths"
+        raise PathNotAllowed(f"{len(refused)} {noun} not allowed; the first: {refused[0]}",
+                             problems=refused) from None
+
+
+def confined_listing(rows: Rows, roots: tuple[Path, ...]) -> Rows:
+    """A directory's or glob's files (each an item a processor opens), each inside the data roots.
+
+    The directory itself was checked; a symlink in it may still point anywhere.
+    """
+    for key, payload in rows:
+        try:
+            netguard.confine_path(payload["path"], list(roots))
+        except PathNotAllowed as exc:
+            problem = InputProblem(line=None, column="path", reason=f"file {payload.get('name')}: {exc}")
+            raise PathNotAllowed(str(problem), path=payload["path"], problems=[problem]) from None
+        yield key, payload
 
 
 @contextmanager
@@ -75,10 +199,14 @@ def spooled_upload(fh: IO[bytes], filename: str | None, fmt: str | None) -> Iter
         os.unlink(tmp.name)
 
 
-def upload_rows(path: Path, filename: str | None, fmt: str | None, proc: Processor, params: dict[str, Any]) -> Rows:
-    source = inputs.open_input(str(path), fmt, processor=proc, params=params)
+def upload_rows(settings: Settings, path: Path, filename: str | None, fmt: str | None, proc: Processor,
+                params: dict[str, Any]) -> Rows:
+    confine_params(settings, proc, params)
+    checking = confining(settings, proc)
+    source = inputs.open_input(str(path), fmt, processor=checking, params=params)
     source.name = filename or "upload"  # problems name the file the user sent, not our temporary copy
-    return source.items()
+    rows = source.items()
+    return rows if checking is proc else refusals_as_403(rows)
 
 
 def report(engine: Engine, proc: Processor, params: dict[str, Any], rows: Rows) -> ValidationReport:

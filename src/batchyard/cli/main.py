@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -21,6 +25,7 @@ from batchyard.core.errors import (
     BatchyardError,
     ConfigError,
     InputError,
+    InputProblem,
     InvalidTransition,
     NotFound,
     ProcessorNotFound,
@@ -29,6 +34,9 @@ from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, Priority
 from batchyard.io import inputs, outputs
 from batchyard.io.manifest import write_manifest
 from batchyard.store import open_store
+
+if TYPE_CHECKING:
+    from batchyard.cli.remote import RemoteBackend
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run a function over every item of a batch: in parallel, durably, resumably.")
@@ -49,6 +57,12 @@ ErrorsOnlyOpt = Annotated[bool, typer.Option("--errors-only", help="Export only 
 ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Also write a manifest (JSON) to this file.")]
 ManifestRefOpt = Annotated[str | None, typer.Option(
     "--manifest-ref", help="Result field holding each item's reference (default: ref, reference, swarm_ref or id).")]
+UrlOpt = Annotated[str | None, typer.Option(
+    "--url", envvar="BATCHYARD_URL", help="A batchyard server (http://host:8000): act there, not on the local store.")]
+ApiKeyOpt = Annotated[str | None, typer.Option(
+    "--api-key", envvar="BATCHYARD_API_KEY", help="API key for the server given by --url.")]
+
+WATCH_POLL_S = 0.25  # a local watch polls the store's O(1) status read: local batches have no event stream
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -106,6 +120,35 @@ def _print_summary(info: BatchInfo) -> None:
         out.print(f"  cost {info.cost_total:.6g} {info.cost_unit}", highlight=False)
 
 
+def _print_details(info: BatchInfo) -> None:
+    out.print(f"  processor {info.processor}, priority {info.priority}, parallel {info.parallel}, "
+              f"{info.progress_percent:.1f}% done", highlight=False)
+    if info.pause_reason:
+        out.print(f"  paused: {info.pause_reason}", highlight=False)
+    if info.estimated_completion and not info.is_final:
+        out.print(f"  estimated completion {info.estimated_completion:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+
+
+def print_control(info: BatchInfo) -> None:
+    """One line after an action: ``batch_... paused (user)``; the id comes first, for scripts."""
+    out.print(f"{info.batch_id} {info.status}" + (f" ({info.pause_reason})" if info.pause_reason else ""),
+              highlight=False)
+
+
+def print_problems(problems: list[InputProblem]) -> None:
+    """Every problem of an input, one a line on stdout (so they can be piped)."""
+    for problem in problems:
+        out.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+
+
+def fail_problems(problems: list[InputProblem], name: str) -> NoReturn:
+    """An invalid input: every problem, then how many; exit 2."""
+    print_problems(problems)
+    noun = "problem" if len(problems) == 1 else "problems"
+    err.print(f"[red]{name}: {len(problems)} {noun}[/red]", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
+
+
 def _output_format(output: str, fmt: str | None) -> str:
     chosen = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(output).suffix.lower(), "json")
     if chosen not in outputs.FORMATS:
@@ -113,17 +156,24 @@ def _output_format(output: str, fmt: str | None) -> str:
     return chosen
 
 
-def _write_output(store: Any, info: BatchInfo, output: str, fmt: str | None, errors_only: bool = False) -> None:
+def _write_output(backend: Backend, info: BatchInfo, output: str, fmt: str | None,
+                  errors_only: bool = False) -> None:
     chosen = _output_format(output, fmt)
     partial = "" if info.is_final else f" (partial: {info.batch_id} is {info.status}; items done so far)"
     if output == "-":
-        outputs.write_results(store, info.batch_id, sys.stdout, chosen, errors_only=errors_only)
+        sys.stdout.flush()  # the export writes bytes under the text layer: nothing may be left above it
+        backend.export(info, sys.stdout.buffer, chosen, errors_only)
+        sys.stdout.buffer.flush()
         if partial:
             err.print(partial.strip(" ()"), highlight=False)
         return
     tmp = Path(output + ".partial")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        n = outputs.write_results(store, info.batch_id, fh, chosen, errors_only=errors_only)
+    try:
+        with open(tmp, "wb") as fh:
+            n = backend.export(info, fh, chosen, errors_only)
+    except BaseException:  # a failed or interrupted export leaves no half file behind
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(output)
     what = "failed items" if errors_only else "results"
     err.print(f"wrote {n} {what} to {output} ({chosen}){partial}", highlight=False)
@@ -138,6 +188,103 @@ def _write_manifest(store: Any, info: BatchInfo, path: str, ref_field: str | Non
         n = write_manifest(store, info.batch_id, fh, ref_field)
     tmp.replace(path)
     err.print(f"wrote a manifest of {n} items to {path}", highlight=False)
+
+
+class Backend(Protocol):
+    """Where the batch commands read and act: this machine's store (``LocalBackend``) or a server
+    (``remote.RemoteBackend``, with --url). Both hand back ``BatchInfo`` and report their own errors as one
+    line and an exit code, so each command is written once and prints the same whichever it talks to."""
+
+    def batch(self, batch_id: str | None) -> BatchInfo:
+        """The batch, or the latest one when ``batch_id`` is None."""
+        ...
+
+    def batches(self, status: str | None, processor: str | None, limit: int) -> list[BatchInfo]: ...
+
+    def control(self, action: str, batch_id: str) -> BatchInfo:
+        """``start``, ``pause``, ``resume``, ``cancel`` or ``retry``."""
+        ...
+
+    def run(self, info: BatchInfo) -> BatchInfo:
+        """Bring the batch to a final state with a progress bar (here, or by watching the server run it)."""
+        ...
+
+    def watch(self, info: BatchInfo) -> BatchInfo:
+        """Show the batch's progress until it is final, wherever it runs."""
+        ...
+
+    def export(self, info: BatchInfo, out: IO[bytes], fmt: str, errors_only: bool) -> int:
+        """Write the results to ``out`` (UTF-8); returns the number of items written."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@contextmanager
+def _local_errors() -> Iterator[None]:
+    try:
+        yield
+    except NotFound as exc:
+        fail(str(exc))
+    except InvalidTransition as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+class LocalBackend:
+    """The batch commands on the local store, through the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def batch(self, batch_id: str | None) -> BatchInfo:
+        with _local_errors():
+            return _batch_or_latest(self.engine, batch_id)
+
+    def batches(self, status: str | None, processor: str | None, limit: int) -> list[BatchInfo]:
+        return self.engine.list(status=status, processor=processor, limit=limit)
+
+    def control(self, action: str, batch_id: str) -> BatchInfo:
+        with _local_errors():
+            return getattr(self.engine, action)(batch_id)  # type: ignore[no-any-return]
+
+    def run(self, info: BatchInfo) -> BatchInfo:
+        return _run_with_progress(self.engine, info)
+
+    def watch(self, info: BatchInfo) -> BatchInfo:
+        def poll(on_progress: Callable[[BatchInfo], None]) -> BatchInfo:
+            current = info
+            while not current.is_final:
+                time.sleep(WATCH_POLL_S)
+                with _local_errors():  # deleted while watched (cleanup): say so and stop
+                    current = self.engine.status(info.batch_id)
+                on_progress(current)
+            return current
+
+        return watch_with_progress(info, poll)
+
+    def export(self, info: BatchInfo, out: IO[bytes], fmt: str, errors_only: bool) -> int:
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+        try:
+            return outputs.write_results(self.engine.store, info.batch_id, text, fmt, errors_only=errors_only)
+        finally:
+            text.flush()
+            text.detach()  # ``out`` belongs to the caller: the wrapper must not close it
+
+    def close(self) -> None:
+        self.engine.store.close()
+
+
+def _backend(store: str | None, url: str | None, api_key: str | None,
+             processors: list[str] | None = None) -> Backend:
+    if url:
+        return _remote(url, api_key)
+    return LocalBackend(_engine(store, processors))
+
+
+def _remote(url: str, api_key: str | None) -> RemoteBackend:
+    from batchyard.cli.remote import RemoteBackend  # httpx loads only when a server is asked for
+
+    return RemoteBackend(url, api_key)
 
 
 class _Interrupts:
@@ -218,7 +365,7 @@ def run(
         fail(str(exc), EXIT_FAILED)
     info = _run_with_progress(engine, info)
     if output:
-        _write_output(engine.store, info, output, format, errors_only)
+        _write_output(LocalBackend(engine), info, output, format, errors_only)
     if manifest:
         _write_manifest(engine.store, info, manifest, manifest_ref)
     raise typer.Exit(_exit_code(info))
@@ -237,15 +384,40 @@ def _reopen(engine: Engine, info: BatchInfo, retry_failed: bool) -> BatchInfo:
     return info
 
 
-def _run_with_progress(engine: Engine, info: BatchInfo) -> BatchInfo:
+def _follow(info: BatchInfo, follow: Callable[[Callable[[BatchInfo], None]], BatchInfo]) -> BatchInfo:
+    """Draw progress while ``follow`` brings the batch to a final state, calling back with each new status
+    (it runs the batch here, or watches it run elsewhere); then print the summary."""
     if info.is_final:
         _print_summary(info)
         return info
-    interrupts = _Interrupts()
-    interrupts.install()
     with ProgressView(err, info) as view:
-        final = engine.run(info.batch_id, on_progress=view.update, should_stop=lambda: interrupts.stop)
+        final = follow(view.update)
     _print_summary(final)
+    return final
+
+
+def watch_with_progress(info: BatchInfo, follow: Callable[[Callable[[BatchInfo], None]], BatchInfo]) -> BatchInfo:
+    """``_follow`` for a batch that runs elsewhere: Ctrl-C stops watching and leaves the batch as it is."""
+    try:
+        return _follow(info, follow)
+    except KeyboardInterrupt:
+        err.print(f"\nstopped watching {info.batch_id}; it goes on", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _watch_to_end(backend: Backend, info: BatchInfo) -> NoReturn:
+    """Follow the batch until it is final, end with what ``status`` shows, exit by its outcome (as ``run``)."""
+    final = backend.watch(info)
+    _print_details(final)
+    raise typer.Exit(_exit_code(final))
+
+
+def _run_with_progress(engine: Engine, info: BatchInfo) -> BatchInfo:
+    interrupts = _Interrupts()
+    if not info.is_final:
+        interrupts.install()
+    final = _follow(info, lambda update: engine.run(info.batch_id, on_progress=update,
+                                                    should_stop=lambda: interrupts.stop))
     if interrupts.stop and not final.is_final:
         err.print(f"[yellow]interrupted[/yellow]: {final.batch_id} is resumable; run the same command again "
                   "to continue", highlight=False)
@@ -258,23 +430,17 @@ def status(
     batch_id: Annotated[str | None, typer.Argument(help="Batch id (default: the latest batch).")] = None,
     json_: JsonOpt = False,
     store: StoreOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Show a batch's status, counters, throughput and ETA."""
-    engine = _engine(store)
-    try:
-        info = _batch_or_latest(engine, batch_id)
-    except NotFound as exc:
-        fail(str(exc))
+    with closing(_backend(store, url, api_key)) as backend:
+        info = backend.batch(batch_id)
     if json_:
         out.print_json(info.model_dump_json())
         return
     _print_summary(info)
-    out.print(f"  processor {info.processor}, priority {info.priority}, parallel {info.parallel}, "
-              f"{info.progress_percent:.1f}% done", highlight=False)
-    if info.pause_reason:
-        out.print(f"  paused: {info.pause_reason}", highlight=False)
-    if info.estimated_completion and not info.is_final:
-        out.print(f"  estimated completion {info.estimated_completion:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+    _print_details(info)
 
 
 @app.command("list")
@@ -284,9 +450,12 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
     json_: JsonOpt = False,
     store: StoreOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """List batches, newest first."""
-    batches = _engine(store).list(status=status, processor=processor, limit=limit)
+    with closing(_backend(store, url, api_key)) as backend:
+        batches = backend.batches(status, processor, limit)
     if json_:
         out.print_json(json.dumps([json.loads(b.model_dump_json()) for b in batches]))
         return
@@ -298,48 +467,54 @@ def list_(
     out.print(table)
 
 
-def _control(action: str, batch_id: str, store: str | None) -> None:
-    engine = _engine(store)
-    try:
-        info = getattr(engine, action)(batch_id)
-    except NotFound as exc:
-        fail(str(exc))
-    except InvalidTransition as exc:
-        fail(str(exc), EXIT_FAILED)
-    out.print(f"{info.batch_id} {info.status}" + (f" ({info.pause_reason})" if info.pause_reason else ""),
-              highlight=False)
+def _control(action: str, batch_id: str, store: str | None, url: str | None, api_key: str | None) -> None:
+    with closing(_backend(store, url, api_key)) as backend:
+        print_control(backend.control(action, batch_id))
 
 
 @app.command()
-def pause(batch_id: str, store: StoreOpt = None) -> None:
+def start(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Start a pending batch (one made with `submit --no-start`): the workers of its server or store take it."""
+    _control("start", batch_id, store, url, api_key)
+
+
+@app.command()
+def pause(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Pause a running batch: no new items start; in-flight items finish."""
-    _control("pause", batch_id, store)
+    _control("pause", batch_id, store, url, api_key)
 
 
 @app.command()
-def resume(batch_id: str, store: StoreOpt = None) -> None:
+def resume(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Resume a paused batch."""
-    _control("resume", batch_id, store)
+    _control("resume", batch_id, store, url, api_key)
 
 
 @app.command()
-def cancel(batch_id: str, store: StoreOpt = None) -> None:
+def cancel(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Cancel a batch: pending items are cancelled, in-flight items finish."""
-    _control("cancel", batch_id, store)
+    _control("cancel", batch_id, store, url, api_key)
 
 
 @app.command()
-def retry(batch_id: str, store: StoreOpt = None, processors: ProcessorsOpt = None) -> None:
-    """Rerun the failed items of a finished batch, in this process."""
-    engine = _engine(store, processors)
-    try:
-        info = engine.retry(batch_id)
-    except NotFound as exc:
-        fail(str(exc))
-    except InvalidTransition as exc:
-        fail(str(exc), EXIT_FAILED)
-    info = _run_with_progress(engine, info)
+def retry(batch_id: str, store: StoreOpt = None, processors: ProcessorsOpt = None, url: UrlOpt = None,
+          api_key: ApiKeyOpt = None) -> None:
+    """Rerun the failed items of a finished batch: in this process, or on the server with --url."""
+    with closing(_backend(store, url, api_key, processors)) as backend:
+        info = backend.run(backend.control("retry", batch_id))
     raise typer.Exit(_exit_code(info))
+
+
+@app.command()
+def watch(
+    batch_id: Annotated[str | None, typer.Argument(help="Batch id (default: the latest batch).")] = None,
+    store: StoreOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Show a batch's progress live until it ends, then its status; exit 0 if every item succeeded, else 1."""
+    with closing(_backend(store, url, api_key)) as backend:
+        _watch_to_end(backend, backend.batch(batch_id))
 
 
 @app.command()
@@ -351,18 +526,66 @@ def results(
     manifest: ManifestOpt = None,
     manifest_ref: ManifestRefOpt = None,
     store: StoreOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Export a batch's results (what is done so far, if it is still running)."""
-    engine = _engine(store)
+    if manifest and url:
+        fail("--manifest reads the local store; a server does not serve manifests (drop --url, or use --store)")
+    with closing(_backend(store, url, api_key)) as backend:
+        info = backend.batch(batch_id)
+        if manifest:
+            assert isinstance(backend, LocalBackend)
+            _write_manifest(backend.engine.store, info, manifest, manifest_ref)
+            if output == "-":
+                return
+        _write_output(backend, info, output, format, errors_only)
+
+
+@app.command()
+def submit(
+    input: Annotated[str, typer.Argument(help="A CSV, JSONL, JSON or text file to upload, or - for stdin.")],
+    processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name (on the server).")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
+    params_json: Annotated[str | None, typer.Option(
+        "--params-json", help="Shared parameters as a JSON object; --param overrides its keys.")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, help="Items run at once.")] = 8,
+    priority: Annotated[Priority, typer.Option("--priority")] = Priority.NORMAL,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    max_failures: Annotated[int | None, typer.Option("--max-failures", min=0)] = None,
+    max_failure_rate: Annotated[float | None, typer.Option("--max-failure-rate", min=0.0, max=1.0)] = None,
+    input_format: InputFormatOpt = None,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Create it pending; start it later.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count on the server; create nothing.")]
+        = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow its progress until it ends; exit like `run`.")] = False,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Upload a file to a server (--url or BATCHYARD_URL) as a new batch; print its id and status."""
+    if not url:
+        fail("submit sends a batch to a server: give --url or set BATCHYARD_URL (`batchyard run` runs it here)")
+    params = {**_parse_params_json(params_json), **_parse_params(param)}
+    with closing(_remote(url, api_key)) as backend:
+        info = backend.submit(input, processor, params=params, parallel=parallel, priority=priority,
+                              tags=tag or [], description=description, max_failures=max_failures,
+                              max_failure_rate=max_failure_rate, input_format=input_format,
+                              start=not no_start, dry_run=dry_run)
+        if info is not None and wait:
+            _watch_to_end(backend, info)
+
+
+def _parse_params_json(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
     try:
-        info = engine.status(batch_id)
-    except NotFound as exc:
-        fail(str(exc))
-    if manifest:
-        _write_manifest(engine.store, info, manifest, manifest_ref)
-        if output == "-":
-            return
-    _write_output(engine.store, info, output, format, errors_only)
+        value = json.loads(text)
+    except ValueError as exc:
+        fail(f"--params-json: not JSON: {exc}")
+    if not isinstance(value, dict):
+        fail("--params-json: expected a JSON object")
+    return value
 
 
 @app.command()
@@ -385,11 +608,7 @@ def validate(
         source = inputs.open_input(input, input_format, processor=proc, params=params, recursive=recursive)
         n = source.count()
     except InputError as exc:
-        for problem in exc.problems:
-            out.print(str(problem), highlight=False, markup=False, soft_wrap=True)
-        noun = "problem" if len(exc.problems) == 1 else "problems"
-        err.print(f"[red]{input}: {len(exc.problems)} {noun}[/red]", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail_problems(exc.problems, input)
     out.print(f"{source.name}: {n} items ({source.format}), valid for {proc.name!r}", highlight=False)
 
 

@@ -1,4 +1,4 @@
-"""Progress display for ``batchyard run``: a Rich bar on a terminal, plain lines otherwise."""
+"""Progress display for `run`, `retry`, `watch` and `submit --wait`: a Rich bar on a terminal, plain lines otherwise."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ method, and the client names none the server lacks.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from batchyard.client.errors import from_response
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, WebhookDelivery
 from batchyard.server.schemas import (
     API_PREFIX,
     Batch,
@@ -26,6 +27,7 @@ from batchyard.server.schemas import (
     BatchList,
     CleanupRequest,
     CleanupResult,
+    DeliveryList,
     Health,
     ItemList,
     ProcessorInfo,
@@ -64,6 +66,16 @@ WEBSOCKETS: dict[str, str] = {
     "/batches/{batch_id}/ws": "ws_url",
     "/ws": "ws_url",
 }
+
+
+def auth_headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    """The client's default headers: ``headers`` plus the API key (``api_key``, else ``$BATCHYARD_API_KEY``)
+    as a bearer token. Set on the httpx client itself, so every request carries it, event streams included."""
+    key = os.environ.get("BATCHYARD_API_KEY") if api_key is None else api_key
+    merged = dict(headers or {})
+    if key:
+        merged["Authorization"] = f"Bearer {key}"
+    return merged
 
 
 @dataclass

@@ -15,8 +15,17 @@ from httpx_sse import connect_sse
 from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo
-from batchyard.server.schemas import Batch, BatchList, CleanupResult, Health, ItemList, ProcessorInfo, ValidationReport
+from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
+from batchyard.server.schemas import (
+    Batch,
+    BatchList,
+    CleanupResult,
+    Health,
+    ItemList,
+    ProcessorInfo,
+    RecoverResult,
+    ValidationReport,
+)
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -24,12 +33,14 @@ RECONNECT_SECONDS = 0.5
 
 
 class Client:
-    """A batchyard server's API. ``base_url`` defaults to ``$BATCHYARD_URL`` or http://127.0.0.1:8000."""
+    """A batchyard server's API. ``base_url`` defaults to ``$BATCHYARD_URL`` or http://127.0.0.1:8000;
+    ``api_key`` (sent as ``Authorization: Bearer``) to ``$BATCHYARD_API_KEY``."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = 30.0, headers: dict[str, str] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 30.0,
+                 headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url or os.environ.get("BATCHYARD_URL") or DEFAULT_URL
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=c.auth_headers(api_key, headers),
+                                  transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -44,7 +55,7 @@ class Client:
         try:
             return call.parse(self._http.send(call.request(self._http)))
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{self.base_url}: {exc}") from exc
+            raise ConnectionFailed(self.base_url, exc) from exc
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -140,23 +151,30 @@ class Client:
     def results(self, batch_id: str, path: str | os.PathLike[str], *, format: str = "json",
                 errors_only: bool = False) -> Path:
         """Stream a batch's results to ``path`` (written whole or not at all); returns the path."""
-        call = c.results(batch_id, format, errors_only)
         target = Path(path)
         tmp = target.with_name(target.name + ".partial")
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in self.iter_results(batch_id, format=format, errors_only=errors_only):
+                    fh.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(target)
+        return target
+
+    def iter_results(self, batch_id: str, *, format: str = "json", errors_only: bool = False) -> Iterator[bytes]:
+        """A batch's results in chunks as they stream from the server, to write anywhere (stdout, a socket)."""
+        call = c.results(batch_id, format, errors_only)
         try:
             with self._http.stream(call.method, call.url, params=call.query,
                                    timeout=c.stream_timeout(self._http)) as r:
                 if r.is_error:
                     r.read()
                     raise from_response(r)
-                with open(tmp, "wb") as fh:
-                    for chunk in r.iter_bytes():
-                        fh.write(chunk)
+                yield from r.iter_bytes()
         except httpx.TransportError as exc:
-            tmp.unlink(missing_ok=True)
-            raise ConnectionFailed(f"{self.base_url}: {exc}") from exc
-        tmp.replace(target)
-        return target
+            raise ConnectionFailed(self.base_url, exc) from exc
 
     def events(self, batch_id: str | None = None, *, last_event_id: str | None = None,
                read_timeout: float | None = None) -> Iterator[StreamEvent]:

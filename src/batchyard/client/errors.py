@@ -3,19 +3,21 @@
     BatchyardError
     └── ApiError                 any error answer; .status_code, .code, .message, .details
         ├── BadRequestError      400
-        ├── UnauthorizedError    401
-        ├── ForbiddenError       403 (an unsafe processor, input_uri off on the server)
+        ├── UnauthorizedError    401: no API key, or one the server does not know
+        ├── ForbiddenError       403: the key may not do this; an unsafe processor; input_uri off on the server
         ├── NotFoundError        404; also a ``batchyard.NotFound``, as local lookups raise
         ├── ConflictError        409: the batch's state does not allow the action
         ├── PayloadTooLargeError 413
         ├── InvalidRequestError  422: bad request or bad input; .details lists every problem with its line
-        ├── RateLimitedError     429
+        ├── RateLimitedError     429; .retry_after: seconds to wait, from the Retry-After header (or None)
         └── ServerError          5xx
-    ConnectionFailed            the server could not be reached (a BatchyardError too)
+    ConnectionFailed            the server could not be reached (a BatchyardError too); .url, .reason
 """
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -58,7 +60,10 @@ class InvalidRequestError(ApiError):
 
 
 class RateLimitedError(ApiError):
-    pass
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(status_code, code, message, details)
+        self.retry_after = retry_after
 
 
 class ServerError(ApiError):
@@ -66,7 +71,9 @@ class ServerError(ApiError):
 
 
 class ConnectionFailed(BatchyardError):
-    pass
+    def __init__(self, url: str, reason: object) -> None:
+        self.url, self.reason = url, str(reason)
+        super().__init__(f"cannot reach {url}: {self.reason}")
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {400: BadRequestError, 401: UnauthorizedError, 403: ForbiddenError,
@@ -82,4 +89,21 @@ def from_response(response: httpx.Response) -> ApiError:
     except (ValueError, KeyError, TypeError):
         code, message, details = f"http_{response.status_code}", response.text[:500] or response.reason_phrase, None
     cls = _BY_STATUS.get(response.status_code, ServerError if response.status_code >= 500 else ApiError)
+    if cls is RateLimitedError:
+        return RateLimitedError(response.status_code, code, message, details,
+                                retry_after=retry_after(response.headers.get("Retry-After")))
     return cls(response.status_code, code, message, details)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110); None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -16,17 +16,8 @@ from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client._sync import DEFAULT_URL, RECONNECT_SECONDS
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
-from batchyard.server.schemas import (
-    Batch,
-    BatchList,
-    CleanupResult,
-    Health,
-    ItemList,
-    ProcessorInfo,
-    RecoverResult,
-    ValidationReport,
-)
+from batchyard.core.models import BatchInfo, ItemInfo
+from batchyard.server.schemas import Batch, BatchList, CleanupResult, Health, ItemList, ProcessorInfo, ValidationReport
 
 T = TypeVar("T")
 

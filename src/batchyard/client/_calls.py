@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from batchyard.client.errors import from_response
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, WebhookDelivery
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo
 from batchyard.server.schemas import (
     API_PREFIX,
     Batch,
@@ -27,7 +27,6 @@ from batchyard.server.schemas import (
     BatchList,
     CleanupRequest,
     CleanupResult,
-    DeliveryList,
     Health,
     ItemList,
     ProcessorInfo,

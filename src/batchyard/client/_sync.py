@@ -15,17 +15,8 @@ from httpx_sse import connect_sse
 from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
-from batchyard.server.schemas import (
-    Batch,
-    BatchList,
-    CleanupResult,
-    Health,
-    ItemList,
-    ProcessorInfo,
-    RecoverResult,
-    ValidationReport,
-)
+from batchyard.core.models import BatchInfo, ItemInfo
+from batchyard.server.schemas import Batch, BatchList, CleanupResult, Health, ItemList, ProcessorInfo, ValidationReport
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"

@@ -226,9 +226,9 @@ def test_not_found_and_request_errors_share_the_shape(http: httpx.Client, client
         client.create_batch("slow", [1], parallel_jobs=0)
     assert exc.value.status_code == 422
     # an option this server does not know is refused, never silently ignored
-    err = assert_error(http.post("/batches", json={"processor": "slow", "items": [1], "webhook": "http://x"}), 422,
+    err = assert_error(http.post("/batches", json={"processor": "slow", "items": [1], "web_hook": "http://x"}), 422,
                        "invalid_request")
-    assert err["details"][0]["column"] == "body.webhook"
+    assert err["details"][0]["column"] == "body.web_hook"
 
 
 def test_compressed_upload_and_a_large_streamed_export(http: httpx.Client, client: Client, tmp_path: Path) -> None:

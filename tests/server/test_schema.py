@@ -1,7 +1,8 @@
 """Schemathesis against the real server's /openapi.json: no 5xx, no response that breaks its schema.
 
 Path parameters are mostly real batch ids (final batches, so event streams end), so that the run
-exercises the operations rather than their 404s; a run answered mostly 404 fails.
+exercises the operations rather than their 404s; a run answered mostly 404 fails. The server has API
+keys and the run sends one: a single 401 fails it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from batchyard import Client
 
 schemathesis = pytest.importorskip("schemathesis")
+KEY = "fuzz-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +27,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Without --data-root or --allow-private-network: generated requests must not make the server read
     arbitrary files or fetch from its own network."""
     d = tmp_path_factory.mktemp("schema")
-    s = Server(d / "store.db", d / "server.log", "--workers", "2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BATCHYARD_API_KEYS", f"fuzz:{KEY}")
+        s = Server(d / "store.db", d / "server.log", "--workers", "2")
     yield s
     s.stop()
 
 
 def test_every_operation_conforms_to_its_schema(server: Server) -> None:
-    with Client(server.url) as c:
+    with Client(server.url, api_key=KEY) as c:
         ids = []
         for n in range(8):
             b = c.create_batch("slow", ["a", "b", "c"], tags=["fuzz"], description=f"batch {n}")
             ids.append(c.wait(b.batch_id, timeout=10).batch_id)
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    paths = {op.path for op in (r.ok() for r in schema.get_all_operations())}
+    assert {"/api/v1/batches/upload", "/api/v1/batches/{batch_id}/webhooks"} <= paths
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
     # the server-wide event stream never ends, so it has no response to validate (test_ws.py follows it)
@@ -47,7 +53,7 @@ def test_every_operation_conforms_to_its_schema(server: Server) -> None:
     for op in operations:
         conforms(op.as_strategy(), ids, statuses)
     total = sum(statuses.values())
-    assert statuses[404] < total / 3, statuses
+    assert statuses[401] == 0 and statuses[404] < total / 3, statuses
     assert sum(n for s, n in statuses.items() if 200 <= s < 300) > total / 4, statuses
 
 
@@ -72,7 +78,8 @@ def conforms(strategy: st.SearchStrategy, ids: list[str], statuses: Counter[int]
             # the upload form's `params` is "a JSON object" in a string field, which OpenAPI can state
             # only in prose: a 422 naming `params` is the right answer to other strings
             excluded = [schemathesis.checks.positive_data_acceptance]
-        response = case.call_and_validate(timeout=10, excluded_checks=excluded)
+        response = case.call_and_validate(timeout=10, excluded_checks=excluded,
+                                          headers={"Authorization": f"Bearer {KEY}"})
         statuses[response.status_code] += 1
 
     check()

@@ -639,13 +639,16 @@ def processors_(json_: JsonOpt = False, processors: ProcessorsOpt = None) -> Non
     out.print(table)
 
 
-from batchyard.cli.db_cmd import db  # noqa: E402  (the service commands live in their own modules)
+from batchyard.cli.db_cmd import db  # noqa: E402
+from batchyard.cli.keys_cmd import keys, webhook_secret  # noqa: E402  (service commands: their own modules)
 from batchyard.cli.serve import serve  # noqa: E402
 from batchyard.cli.worker_cmd import worker  # noqa: E402
 
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.add_typer(db, name="db")
+app.add_typer(keys, name="keys")
+app.command("webhook-secret")(webhook_secret)
 
 
 def main() -> None:

@@ -53,12 +53,22 @@ def serve(
              "server's own cloud credentials.")] = False,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", envvar="BATCHYARD_MAX_UPLOAD_MB", min=0.001,
                                                  help="Largest request body; 413 beyond.")] = 100.0,
+    webhook_url: Annotated[str | None, typer.Option(
+        "--webhook-url", envvar="BATCHYARD_WEBHOOK_URL", help="Webhook for batches submitted without one.")] = None,
+    tenant_max_queued: Annotated[int | None, typer.Option(
+        "--tenant-max-queued", envvar="BATCHYARD_TENANT_MAX_QUEUED", min=1,
+        help="Most items a tenant may have waiting; submissions beyond get 429 with Retry-After.")] = None,
+    tenant_max_running: Annotated[int | None, typer.Option(
+        "--tenant-max-running", envvar="BATCHYARD_TENANT_MAX_RUNNING", min=1,
+        help="Most items a tenant may have running at once (across workers).")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the REST API (OpenAPI at /docs), recovering interrupted work at start-up."""
     import uvicorn
 
+    from batchyard.core.models import Webhook
     from batchyard.server.app import create_app
+    from batchyard.server.auth import Keyring
     from batchyard.server.settings import Settings
 
     try:
@@ -67,12 +77,22 @@ def serve(
                             retention_days=retention_days, allow_unsafe_processors=allow_unsafe_processors,
                             data_roots=data_roots or [], allow_private_network=allow_private_network,
                             max_upload_bytes=int(max_upload_mb * 1024 * 1024))
-    except BatchyardError as exc:
+        settings = settings.model_copy(update={"webhook_url": webhook_url, "tenant_max_queued": tenant_max_queued,
+                                               "tenant_max_running": tenant_max_running})
+        keyring = Keyring(engine.store, settings.api_keys)
+        if webhook_url:
+            Webhook(url=webhook_url)
+    except (BatchyardError, ValueError) as exc:
         fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if host not in LOOPBACK:
-        err.print(f"[yellow]warning:[/yellow] serving on {host} without authentication: anyone who can reach "
-                  "this address controls its batches", highlight=False)
+    if not keyring.required():
+        if host not in LOOPBACK:
+            err.print(f"[yellow]no API keys configured: binding to 127.0.0.1, not {host}[/yellow] (anyone who can "
+                      "reach the server controls its batches; create keys with `batchyard keys create` or set "
+                      "BATCHYARD_API_KEYS to serve other machines)", highlight=False)
+            host = settings.host = "127.0.0.1"
+        else:
+            err.print("no API keys configured: loopback only, one tenant (default)", highlight=False)
     mode = f"embedded worker, {workers} at once" if workers else "API only (run `batchyard worker` alongside)"
     err.print(f"batchyard serving {engine.store.url} on http://{host}:{port} ({mode}); docs at /docs",
               highlight=False)

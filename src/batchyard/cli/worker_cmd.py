@@ -33,6 +33,9 @@ def worker(
     name: Annotated[str | None, typer.Option("--name", help="Shown in /health (default host:pid).")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds in-flight items get on stop.")] =
         defaults.GRACE_SECONDS,
+    tenant_max_running: Annotated[int | None, typer.Option(
+        "--tenant-max-running", envvar="BATCHYARD_TENANT_MAX_RUNNING", min=1,
+        help="Most items one tenant may have running across all workers (give every worker the same).")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run items of every runnable batch in the store until SIGTERM/SIGINT, then stop gracefully."""
@@ -54,7 +57,8 @@ def worker(
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
-    w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [])
+    w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [],
+               tenant_cap=tenant_max_running)
     w.start()
     err.print(f"worker {w.name} on {st.url}: {', '.join(sorted(w.processors))}; {concurrency} at once",
               highlight=False)

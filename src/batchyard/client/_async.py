@@ -16,8 +16,17 @@ from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client._sync import DEFAULT_URL, RECONNECT_SECONDS
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo
-from batchyard.server.schemas import Batch, BatchList, CleanupResult, Health, ItemList, ProcessorInfo, ValidationReport
+from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
+from batchyard.server.schemas import (
+    Batch,
+    BatchList,
+    CleanupResult,
+    Health,
+    ItemList,
+    ProcessorInfo,
+    RecoverResult,
+    ValidationReport,
+)
 
 T = TypeVar("T")
 
@@ -53,22 +62,24 @@ class AsyncClient:
                      input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
                      priority: str = "normal", max_failures: int | None = None,
                      max_failure_rate: float | None = None, max_attempts: int | None = None,
-                     description: str | None = None, tags: list[str] | None = None, start: bool = True) -> Batch:
+                     description: str | None = None, tags: list[str] | None = None, start: bool = True,
+                     webhook: str | dict[str, Any] | None = None) -> Batch:
         """Create a batch from ``items`` (JSON values) or ``input_uri`` (read by the server)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
-                            description=description, tags=tags, start=start)
+                            description=description, tags=tags, start=start, webhook=webhook)
         return await self._do(c.create_batch(opts, items, input_uri, input_format))  # type: ignore[no-any-return]
 
     async def upload(self, file: str | os.PathLike[str] | IO[bytes], processor: str, *, filename: str | None = None,
                input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
                priority: str = "normal", max_failures: int | None = None, max_failure_rate: float | None = None,
                max_attempts: int | None = None, description: str | None = None, tags: list[str] | None = None,
-               start: bool = True, dry_run: bool = False) -> Batch | ValidationReport:
+               start: bool = True, dry_run: bool = False,
+               webhook: str | dict[str, Any] | None = None) -> Batch | ValidationReport:
         """Upload a CSV, JSONL, JSON or text file as a new batch (``dry_run``: only check it)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
-                            description=description, tags=tags, start=start)
+                            description=description, tags=tags, start=start, webhook=webhook)
         if isinstance(file, str | os.PathLike):
             with open(file, "rb") as fh:
                 return await self._do(c.upload(opts, filename or Path(file).name, fh, input_format, dry_run))  # type: ignore[no-any-return]
@@ -205,8 +216,13 @@ class AsyncClient:
 
     # -- the server ------------------------------------------------------------------------------
 
-    async def recover(self) -> int:
+    async def recover(self) -> RecoverResult:
+        """Recover interrupted work now: dead workers' items go back to pending (as at start-up)."""
         return await self._do(c.recover())
+
+    async def webhook_deliveries(self, batch_id: str) -> list[WebhookDelivery]:
+        """The batch's webhook deliveries, oldest first, with every attempt."""
+        return await self._do(c.webhook_deliveries(batch_id))
 
     async def cleanup(self, days_old: float) -> CleanupResult:
         return await self._do(c.cleanup(days_old))

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from batchyard.client.errors import from_response
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, WebhookDelivery
 from batchyard.server.schemas import (
     API_PREFIX,
     Batch,
@@ -27,6 +27,7 @@ from batchyard.server.schemas import (
     BatchList,
     CleanupRequest,
     CleanupResult,
+    DeliveryList,
     Health,
     ItemList,
     ProcessorInfo,
@@ -54,6 +55,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/batches/{batch_id}/results"): "results",
     ("GET", "/batches/{batch_id}/events"): "events",
     ("GET", "/events"): "events",
+    ("GET", "/batches/{batch_id}/webhooks"): "webhook_deliveries",
     ("POST", "/batches/recover"): "recover",
     ("POST", "/batches/cleanup"): "cleanup",
     ("GET", "/processors"): "processors",
@@ -133,11 +135,13 @@ def _iso(value: datetime | None) -> str | None:
 
 def submission(processor: str, *, params: dict[str, Any] | None, parallel_jobs: int, priority: str,
                max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
-               description: str | None, tags: list[str] | None, start: bool) -> dict[str, Any]:
+               description: str | None, tags: list[str] | None, start: bool,
+               webhook: str | dict[str, Any] | None = None) -> dict[str, Any]:
     return {"processor": processor, "params": params or {}, "parallel_jobs": parallel_jobs, "priority": priority,
             "failure_policy": FailurePolicy.model_construct(max_failures=max_failures,
                                                             max_failure_rate=max_failure_rate),
-            "max_attempts": max_attempts, "description": description, "tags": tags or [], "start": start}
+            "max_attempts": max_attempts, "description": description, "tags": tags or [], "start": start,
+            "webhook": webhook}
 
 
 def _body(opts: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -168,6 +172,10 @@ def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str 
             "max_attempts": opts["max_attempts"], "description": opts["description"],
             "tags": opts["tags"] or None, "start": _bool(opts["start"]), "dry_run": _bool(dry_run),
             "input_format": input_format}
+    hook = opts.get("webhook")
+    if hook is not None:  # a form has no objects: the webhook is two fields
+        hook = {"url": hook} if isinstance(hook, str) else hook
+        data.update(webhook_url=hook["url"], webhook_progress=_bool(bool(hook.get("progress"))))
     data = {k: (v if isinstance(v, list) else str(v)) for k, v in data.items() if v is not None}
     parse = model(ValidationReport) if dry_run else model(Batch)
     return Call("POST", "/batches/upload", parse, data=data, files={"file": (filename, content)})
@@ -207,8 +215,13 @@ def results(batch_id: str, format: str, errors_only: bool) -> Call[None]:
                 params={"format": format, "errors_only": _bool(errors_only) if errors_only else None})
 
 
-def recover() -> Call[int]:
-    return Call("POST", "/batches/recover", lambda r: RecoverResult.model_validate_json(check(r).content).recovered)
+def recover() -> Call[RecoverResult]:
+    return Call("POST", "/batches/recover", model(RecoverResult))
+
+
+def webhook_deliveries(batch_id: str) -> Call[list[WebhookDelivery]]:
+    return Call("GET", f"/batches/{batch_id}/webhooks",
+                lambda r: DeliveryList.model_validate_json(check(r).content).deliveries)
 
 
 def cleanup(days_old: float) -> Call[CleanupResult]:

@@ -14,16 +14,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
 from batchyard.core.worker import Worker
-from batchyard.server import errors, events, results, routes_batches, routes_system
+from batchyard.server import errors, events, results, routes_batches, routes_system, routes_webhooks
+from batchyard.server.auth import Keyring, authenticate
 from batchyard.server.metrics import registry_for
 from batchyard.server.schemas import API_PREFIX
 from batchyard.server.settings import Settings
+from batchyard.server.webhooks import Dispatcher
 
 log = logging.getLogger("batchyard.server")
 
@@ -34,7 +36,8 @@ def embedded_worker(engine: Engine, settings: Settings) -> Worker | None:
         return None
     procs = [p for p in registry.all_processors() if settings.allow_unsafe_processors or not p.unsafe]
     return Worker(engine.store, procs, concurrency=settings.workers, sources=engine.sources,
-                  lease_seconds=settings.lease_seconds, name=f"serve:{settings.host}:{settings.port}")
+                  lease_seconds=settings.lease_seconds, name=f"serve:{settings.host}:{settings.port}",
+                  tenant_cap=settings.tenant_max_running)
 
 
 async def retention(engine: Engine, settings: Settings) -> None:
@@ -62,14 +65,16 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         worker = app.state.worker = embedded_worker(engine, settings)
         if worker is not None:
             await asyncio.to_thread(worker.start)
-        sweeper = asyncio.create_task(retention(engine, settings)) if settings.retention_days is not None else None
+        tasks = [asyncio.create_task(Dispatcher(engine, settings).run(), name="webhooks")]
+        if settings.retention_days is not None:
+            tasks.append(asyncio.create_task(retention(engine, settings), name="retention"))
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                    await task
             if worker is not None:
                 await asyncio.to_thread(worker.stop, settings.grace_seconds)
 
@@ -79,11 +84,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.worker = None
-    app.state.metrics = registry_for(engine.store, settings.tenant)
+    app.state.metrics = registry_for(engine.store)
+    app.state.keyring = Keyring(engine.store, settings.api_keys)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_upload_bytes)
-    for module in (routes_batches, results, events, routes_system):
-        app.include_router(module.router, prefix=API_PREFIX)
+    for module in (routes_batches, results, events, routes_webhooks):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(authenticate)],
+                           responses={401: errors.ERROR_RESPONSES[401]})
+    app.include_router(routes_system.router, prefix=API_PREFIX)  # probes: /health, /metrics, /processors
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -23,9 +23,9 @@ def settings_of(conn: HTTPConnection) -> Settings:
 
 
 def tenant_of(conn: HTTPConnection) -> str:
-    """The caller's tenant. One per server today (``settings.tenant``); the one place that changes when
-    API keys give each caller its own."""
-    return settings_of(conn).tenant
+    """The caller's tenant: the one its API key belongs to (``auth.authenticate`` put it on the
+    connection), or the server's single tenant when it has no keys."""
+    return getattr(conn.state, "tenant", None) or settings_of(conn).tenant
 
 
 def owned(conn: HTTPConnection, batch_id: str) -> BatchInfo:

@@ -10,7 +10,7 @@ code; the most specific class wins. FastAPI's request validation errors and Star
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,6 +62,23 @@ class PathNotAllowed(BatchyardError):
         self.problems = problems or []
 
 
+class MissingApiKey(BatchyardError):
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidApiKey(BatchyardError):
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class TenantLimit(BatchyardError):
+    """The tenant has as many items queued as this server allows it."""
+
+    def __init__(self, message: str, retry_after: int, limit: int, queued: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+        self.details = {"limit": limit, "queued": queued, "retry_after_s": retry_after}
+
+
 class PayloadTooLarge(BatchyardError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -79,6 +96,9 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (InvalidTransition, 409, "invalid_transition"),
     (InputError, 422, "invalid_input"),
     (PayloadTooLarge, 413, "payload_too_large"),
+    (MissingApiKey, 401, "unauthorized"),
+    (InvalidApiKey, 401, "invalid_api_key"),
+    (TenantLimit, 429, "tenant_limit"),
     (ConfigError, 400, "config_error"),
     (SchemaVersionError, 503, "store_schema_mismatch"),
     (BatchyardError, 400, "bad_request"),
@@ -91,7 +111,8 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 # For OpenAPI: the error responses an operation may give.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": desc}
-    for status, desc in [(400, "Bad request"), (404, "Batch, item or processor not found"),
+    for status, desc in [(400, "Bad request"), (401, "No API key, or one that is not valid"),
+                         (404, "Batch, item or processor not found"), (429, "The tenant's queue is full"),
                          (409, "The batch's state does not allow this"), (422, "Invalid request or input")]
 }
 
@@ -131,6 +152,8 @@ def describe(exc: BatchyardError) -> tuple[int, dict[str, Any]]:
         details = problems(exc) if exc.problems else [Problem(reason=str(exc), column=None).model_dump()]
     elif isinstance(exc, PayloadTooLarge):
         details = {"limit_bytes": exc.limit}
+    elif isinstance(exc, TenantLimit):
+        details = exc.details
     return status, body(code, message, details)
 
 
@@ -139,7 +162,7 @@ def install(app: FastAPI) -> None:
 
     async def batchyard_error(request: Request, exc: Exception) -> JSONResponse:
         status, content = describe(exc)  # type: ignore[arg-type]
-        return JSONResponse(content, status_code=status)
+        return JSONResponse(content, status_code=status, headers=getattr(exc, "headers", None))
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

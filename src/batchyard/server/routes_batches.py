@@ -20,7 +20,7 @@ from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
 from batchyard.core.states import BatchStatus, ItemStatus
 from batchyard.server import submit
-from batchyard.server.deps import engine_of, owned, settings_of
+from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
 from batchyard.server.errors import ERROR_RESPONSES, ErrorResponse
 from batchyard.server.schemas import (
     Batch,
@@ -70,12 +70,13 @@ def create_batch(body: BatchCreate, request: Request) -> Any:
         rows, source = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params), body.input_uri
     if body.dry_run:
         return JSONResponse(submit.report(engine, proc, body.params, rows).model_dump(mode="json"))
-    return _created(submit.create(engine, body, proc, settings, rows, source))
+    return _created(submit.create(engine, body, proc, settings, rows, source, tenant_of(request)))
 
 
 def _form_options(processor: str, params: str | None, parallel_jobs: int, priority: Priority,
                   max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
-                  description: str | None, tags: list[str] | None, start: bool, dry_run: bool) -> SubmitOptions:
+                  description: str | None, tags: list[str] | None, start: bool, dry_run: bool,
+                  webhook: dict[str, Any] | None) -> SubmitOptions:
     try:
         shared = json.loads(params) if params else {}
     except ValueError as exc:
@@ -88,7 +89,7 @@ def _form_options(processor: str, params: str | None, parallel_jobs: int, priori
                              failure_policy=FailurePolicy(max_failures=max_failures,
                                                           max_failure_rate=max_failure_rate),
                              max_attempts=max_attempts, description=description, tags=split, start=start,
-                             dry_run=dry_run)
+                             dry_run=dry_run, webhook=webhook)
     except ValidationError as exc:
         raise InputError([InputProblem(line=None, column=".".join(map(str, e["loc"])), reason=e["msg"])
                           for e in exc.errors()]) from None
@@ -111,18 +112,21 @@ def upload_batch(
     max_attempts: Annotated[Attempts | SkipJsonSchema[None], Form()] = None,
     description: Annotated[str | SkipJsonSchema[None], Form()] = None,
     tags: Annotated[list[str] | SkipJsonSchema[None], Form(description="Tags, repeated or comma-separated.")] = None,
+    webhook_url: Annotated[str | SkipJsonSchema[None], Form(description="Webhook URL (see POST /batches).")] = None,
+    webhook_progress: Annotated[bool, Form(description="Also send batch.progress events.")] = False,
     start: Annotated[bool, Form()] = True,
     dry_run: Annotated[bool, Form()] = False,
 ) -> Any:
     engine, settings = engine_of(request), settings_of(request)
     proc = submit.allowed_processor(engine, settings, processor)  # first: the processor decides what params mean
+    hook = {"url": webhook_url, "progress": webhook_progress} if webhook_url else None
     opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
-                         description, tags, start, dry_run)
+                         description, tags, start, dry_run, hook)
     with submit.spooled_upload(file.file, file.filename, input_format) as (path, fmt):
         rows = submit.upload_rows(settings, path, file.filename, fmt, proc, opts.params)
         if opts.dry_run:
             return JSONResponse(submit.report(engine, proc, opts.params, rows).model_dump(mode="json"))
-        return _created(submit.create(engine, opts, proc, settings, rows, file.filename))
+        return _created(submit.create(engine, opts, proc, settings, rows, file.filename, tenant_of(request)))
 
 
 @router.post("/validate", response_model=ValidationReport, responses={**CREATE_RESPONSES, 200: {}},
@@ -170,7 +174,7 @@ def list_batches(
 ) -> BatchList:
     found = engine_of(request).list(
         status=status.value if status else None, processor=processor, tag=tag, limit=limit + 1, before=before,
-        tenant=settings_of(request).tenant,
+        tenant=tenant_of(request),
         # API times are whole microseconds; the store's are finer: a batch's own created_at must match it
         created_after=created_after.timestamp() - 1e-6 if created_after else None,
         created_before=created_before.timestamp() if created_before else None)

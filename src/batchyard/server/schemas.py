@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority, WorkerInfo
+from batchyard.core.models import (
+    BatchInfo,
+    FailurePolicy,
+    ItemInfo,
+    Priority,
+    Webhook,
+    WebhookDelivery,
+    WorkerInfo,
+)
 
 API_PREFIX = "/api/v1"
 RESULT_FORMATS = ("json", "csv", "jsonl")
@@ -34,6 +42,9 @@ class SubmitOptions(BaseModel):
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
     max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS_LIMIT,
                                      description="Default: the processor's retry policy.")
+    webhook: Webhook | SkipJsonSchema[None] = Field(
+        None, description="Signed POSTs (Standard Webhooks) on the final state, and on progress if asked; "
+                          "a plain URL string is accepted too. Default: the server's webhook, if it has one.")
     description: str | None = Field(None, max_length=10_000)
     tags: list[str] = Field(default_factory=list, max_length=100)
     start: bool = Field(True, description="Start at once; false leaves the batch pending until POST .../start.")
@@ -125,6 +136,10 @@ class RecoverResult(BaseModel):
     recovered: int = Field(description="Workers found dead (no heartbeat within the lease, or process gone).")
     items: int = Field(description="Items those workers held, returned to pending (or failed if lost too often).")
     batches: int = Field(description="Batches those items belong to.")
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[WebhookDelivery]
 
 
 class CleanupRequest(BaseModel):

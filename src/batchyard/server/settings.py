@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     grace_seconds: float = defaults.GRACE_SECONDS
     tenant: str = "default"
 
+    # Access: keys from the environment (``key`` or ``tenant:key``, comma-separated) and from the store.
+    api_keys: str | None = Field(None, description="API keys, comma-separated, each `key` (tenant default) or "
+                                                   "`tenant:key`; `batchyard keys create` adds more to the store.")
+    tenant_max_queued: int | None = Field(None, ge=1, description="Most items one tenant may have waiting; "
+                                                                 "submissions beyond it get 429.")
+    tenant_max_running: int | None = Field(None, ge=1, description="Most items one tenant may have running.")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 429.")
+
+    # Webhooks
+    webhook_secret: str | None = Field(None, description="Standard Webhooks signing secret (whsec_...); "
+                                                         "default: one generated and kept in the store.")
+    webhook_url: str | None = Field(None, description="Webhook for batches submitted without one.")
+    webhook_max_attempts: int = Field(defaults.WEBHOOK_MAX_ATTEMPTS, ge=1, le=100)
+    webhook_backoff_s: float = Field(defaults.WEBHOOK_BACKOFF_SECONDS, gt=0)
+    webhook_timeout_s: float = Field(defaults.WEBHOOK_TIMEOUT_SECONDS, gt=0)
+    webhook_progress_s: float = Field(defaults.WEBHOOK_PROGRESS_SECONDS, gt=0)
+
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:

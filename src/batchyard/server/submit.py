@@ -21,11 +21,11 @@ from urllib.request import url2pathname
 
 from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
-from batchyard.core.models import BatchInfo, BatchSpec
+from batchyard.core.models import BatchInfo, BatchSpec, Webhook
 from batchyard.core.processor import Processor
 from batchyard.io import inputs
 from batchyard.server import netguard
-from batchyard.server.errors import InputUriNotAllowed, PathNotAllowed, ProcessorNotAllowed, problems
+from batchyard.server.errors import InputUriNotAllowed, PathNotAllowed, ProcessorNotAllowed, TenantLimit, problems
 from batchyard.server.schemas import Problem, SubmitOptions, ValidationReport
 from batchyard.server.settings import Settings
 
@@ -47,11 +47,15 @@ def allowed_processor(engine: Engine, settings: Settings, name: str) -> Processo
     return proc
 
 
-def spec_for(opts: SubmitOptions, proc: Processor, settings: Settings, source: str | None) -> BatchSpec:
+def spec_for(opts: SubmitOptions, proc: Processor, settings: Settings, source: str | None,
+             tenant: str) -> BatchSpec:
+    webhook = opts.webhook or (Webhook(url=settings.webhook_url) if settings.webhook_url else None)
+    if webhook is not None:  # refused now rather than at the first delivery, long after the submitter left
+        netguard.check_url(webhook.url, allow_private=settings.allow_private_network)
     fields: dict[str, Any] = {
         "processor": proc.name, "params": opts.params, "parallel": opts.parallel_jobs, "priority": opts.priority,
         "failure_policy": opts.failure_policy, "description": opts.description, "tags": opts.tags,
-        "tenant": settings.tenant, "source": source,
+        "tenant": tenant, "source": source, "webhook": webhook,
     }
     if opts.max_attempts is not None:
         fields["max_attempts"] = opts.max_attempts
@@ -224,5 +228,33 @@ def report(engine: Engine, proc: Processor, params: dict[str, Any], rows: Rows) 
 
 
 def create(engine: Engine, opts: SubmitOptions, proc: Processor, settings: Settings, rows: Rows,
-           source: str | None) -> BatchInfo:
-    return engine.submit(spec_for(opts, proc, settings, source), rows, start=opts.start)
+           source: str | None, tenant: str) -> BatchInfo:
+    spec = spec_for(opts, proc, settings, source, tenant)
+    return engine.submit(spec, within_quota(engine, settings, tenant, rows), start=opts.start)
+
+
+def within_quota(engine: Engine, settings: Settings, tenant: str, rows: Rows) -> Rows:
+    """The rows, refusing the submission (429) once the tenant's queued items would pass its limit.
+
+    The count is known only as the rows stream in; raising mid-way rolls the whole batch back.
+    """
+    limit = settings.tenant_max_queued
+    if limit is None:
+        return rows
+    queued, _ = engine.store.tenant_usage(tenant)
+
+    def refuse(adding: int) -> TenantLimit:
+        return TenantLimit(f"tenant {tenant!r} has {queued} items queued; this submission would pass its limit of "
+                           f"{limit} (it has at least {adding} items); retry when some have run",
+                           settings.retry_after_s, limit, queued)
+
+    if queued >= limit:
+        raise refuse(1)
+
+    def counted() -> Rows:
+        for n, row in enumerate(rows, 1):
+            if queued + n > limit:  # type: ignore[operator]
+                raise refuse(n)
+            yield row
+
+    return counted()

@@ -672,14 +672,19 @@ class SQLiteStore:
     def enqueue_progress_webhooks(self, interval: float) -> int:
         """A batch.progress delivery for each running batch that asked for them, changed since its last one,
         and has had none for ``interval`` seconds."""
+        args = {"since": time.time() - interval}
+        if not self._conn().execute(Q["progress_candidates"], args).fetchone():
+            return 0  # the usual answer, found without taking the write lock
         with self._write() as conn:
-            rows = conn.execute(Q["progress_candidates"], {"since": time.time() - interval}).fetchall()
+            rows = conn.execute(Q["progress_candidates"], args).fetchall()
             for row in rows:
                 self._enqueue(conn, row, "batch.progress")
         return len(rows)
 
     def claim_deliveries(self, limit: int, lease_seconds: float) -> list[DueDelivery]:
         now = time.time()
+        if not self._conn().execute(Q["due_deliveries"], {"now": now, "limit": 1}).fetchone():
+            return []  # the usual answer, found without taking the write lock
         with self._write() as conn:
             rows = conn.execute(Q["due_deliveries"], {"now": now, "limit": limit}).fetchall()
             for r in rows:

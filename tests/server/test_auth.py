@@ -164,3 +164,23 @@ def _most_at_once(c: Client, batch_id: str) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+def test_websockets_take_the_key_by_header_or_query_and_keep_tenants_apart(keyed: Server) -> None:
+    import json
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with Client(keyed.url, api_key=ACME) as acme:
+        a = acme.create_batch("slow", [1])
+        acme.wait(a.batch_id, timeout=15)
+        url = acme.ws_url(a.batch_id)
+    with pytest.raises(InvalidStatus):  # refused at the handshake without a key
+        connect(url, open_timeout=5)
+    with connect(url, open_timeout=5, additional_headers=bearer(ACME)) as ws:
+        assert json.loads(ws.recv(timeout=5))["data"]["batch"]["batch_id"] == a.batch_id
+    with connect(f"{url}?api_key={ACME}", open_timeout=5) as ws:  # browsers cannot set headers
+        assert json.loads(ws.recv(timeout=5))["event"] == "state"
+    with connect(f"{url}?api_key={BETA}", open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["error"]["code"] == "batch_not_found"

@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from decimal import Decimal
@@ -61,19 +62,19 @@ from batchyard.core.models import (
 )
 from batchyard.core.scheduling import Held, Runnable, plan
 from batchyard.core.states import ITEM_CODE, ITEM_FROM_CODE, BatchStatus
-from batchyard.core.store import BatchRuntime, Claimed, ClaimResult, DueDelivery, Outcome, Reaped, RecordResult
+from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, DueDelivery, Outcome, Reaped, RecordResult
 from batchyard.store.sql import migrations, queries
 
 # The SQLite store's helpers for what is not SQL: whether a worker process on this host is alive,
-# how a stored error becomes an ItemError, which final status sends which webhook event.
-from batchyard.store.sqlite import FINAL_EVENTS, _error, _process_alive
+# how a stored error becomes an ItemError, which final status sends which webhook event, and one
+# group commit's contribution to a processor's statistics (its counts and duration histogram).
+from batchyard.store.sqlite import FINAL_EVENTS, _error, _process_alive, _Stats
 
 Q = queries("postgres")
 CHANNEL = "batchyard_work"
 POOL_MAX = 10              # connections per store: the pump, request threads, export threads
 CONNECT_TIMEOUT = 10       # seconds to reach the server before giving up with a clear error
 _Row = dict[str, Any]
-_BOUNDS_US = [int(b * 1_000_000) for b in defaults.DURATION_BUCKETS]
 # PostgreSQL text and jsonb cannot hold NUL: a \u0000 escape (not one preceded by an escaped
 # backslash) becomes U+FFFD rather than failing a whole chunk.
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
@@ -554,28 +555,33 @@ class PostgresStore:
                 groups.setdefault(o[0], []).append(o)
             blobs = {pk: encode_outcomes(group) for pk, group in groups.items()}
         res = RecordResult()
-        stats: dict[str, dict[str, Any]] = {}
+        stats: dict[str, _Stats] = {}
         with self._tx() as conn:
             # Batch rows first, in pk order: the lock order every writer keeps.
             conn.execute(Q["lock_batches"], {"pks": sorted(groups)}).fetchall()
             for pk in sorted(groups):
-                row = conn.execute(Q["record"], {"outcomes": _no_nul(blobs[pk]), "pk": pk, "worker": worker_pk,
-                                                 "bounds": _BOUNDS_US}).fetchone()
-                accepted = row["accepted"] if row else 0
-                res.accepted += accepted
-                res.refused += len(groups[pk]) - accepted
-                if row is not None and accepted:
-                    st = stats.setdefault(row["processor"], {"ok": 0, "fail": 0, "retry": 0, "dsum": 0.0,
-                                                             "buckets": [0] * (len(_BOUNDS_US) + 1)})
-                    st["ok"] += row["n_ok"]
-                    st["fail"] += row["n_fail"]
-                    st["retry"] += row["n_retry"]
-                    st["dsum"] += row["duration_us"] / 1e6
-                    st["buckets"] = [a + b for a, b in zip(st["buckets"], row["buckets"], strict=True)]
+                group = groups[pk]
+                row = conn.execute(Q["record"], {"outcomes": _no_nul(blobs[pk]), "pk": pk,
+                                                 "worker": worker_pk}).fetchone()
+                if row is None:  # the batch is gone
+                    res.refused += len(group)
+                    continue
+                refused = row["refused"]
+                if refused:  # some leases were lost (the items were reclaimed): those outcomes do not count
+                    lost = set(refused)
+                    group = [o for o in group if o[1] not in lost]
+                res.accepted += len(group)
+                res.refused += len(refused)
+                if group:
+                    kinds = Counter(o[2] for o in group)
+                    stats.setdefault(row["processor"], _Stats()).add(
+                        kinds, (o[6] - o[5] for o in group if o[2] != RETRY))
                     self._settle(conn, row)
             # Last, after every batch row: the stats rows are the most contended, held the shortest.
             for proc in sorted(stats):
-                conn.execute(Q["add_stats"], {"processor": proc, **stats[proc]})
+                st = stats[proc]
+                conn.execute(Q["add_stats"], {"processor": proc, "ok": st.ok, "fail": st.fail, "retry": st.retry,
+                                              "dsum": st.duration_sum, "buckets": st.counts})
         return res
 
     def processor_stats(self) -> dict[str, ProcessorStats]:

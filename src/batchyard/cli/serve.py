@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from batchyard.cli.env import split_paths
 from batchyard.core.engine import Engine
 from batchyard.core.errors import BatchyardError
 from batchyard.store import open_store
@@ -21,7 +22,8 @@ err = Console(stderr=True, soft_wrap=True)
 StoreOpt = Annotated[str | None, typer.Option("--store", envvar="BATCHYARD_STORE",
                                               help="Store path or URL (default ./.batchyard/batchyard.db).")]
 ProcessorsOpt = Annotated[list[str] | None, typer.Option(
-    "--processors", help="Module or .py file registering processors (repeatable).")]
+    "--processors", envvar="BATCHYARD_PROCESSORS", callback=split_paths,
+    help="Module or .py file registering processors (repeatable; BATCHYARD_PROCESSORS: separated like PATH).")]
 
 
 def fail(message: str) -> NoReturn:
@@ -36,6 +38,11 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", envvar="BATCHYARD_WORKERS", min=0,
                                          help="Items the embedded worker runs at once; 0 = API only.")] = 8,
     processors: ProcessorsOpt = None,
+    mounts: Annotated[list[str] | None, typer.Option(
+        "--mount", envvar="BATCHYARD_MOUNTS", callback=split_paths, metavar="PATH_OR_MODULE",
+        help="Adapter to serve alongside the API: a .py file or module with a module-level FastAPI `router`, "
+             "mounted at the root ahead of batchyard's own routes, behind the same API keys (repeatable; "
+             "BATCHYARD_MOUNTS: separated like PATH).")] = None,
     retention_days: Annotated[float | None, typer.Option(
         "--retention-days", envvar="BATCHYARD_RETENTION_DAYS", min=0,
         help="Delete final batches older than this many days, hourly.")] = None,
@@ -67,19 +74,22 @@ def serve(
     import uvicorn
 
     from batchyard.core.models import Webhook
+    from batchyard.server import mounts as adapters
     from batchyard.server.app import create_app
     from batchyard.server.auth import Keyring
     from batchyard.server.settings import Settings
 
     try:
         engine = Engine(open_store(store), processors or [])
-        settings = Settings(host=host, port=port, store=store, processors=processors or [], workers=workers,
-                            retention_days=retention_days, allow_unsafe_processors=allow_unsafe_processors,
+        settings = Settings(host=host, port=port, store=store, processors=processors or [], mounts=mounts or [],
+                            workers=workers, retention_days=retention_days,
+                            allow_unsafe_processors=allow_unsafe_processors,
                             data_roots=data_roots or [], allow_private_network=allow_private_network,
                             max_upload_bytes=int(max_upload_mb * 1024 * 1024))
         settings = settings.model_copy(update={"webhook_url": webhook_url, "tenant_max_queued": tenant_max_queued,
                                                "tenant_max_running": tenant_max_running})
         keyring = Keyring(engine.store, settings.api_keys)
+        adapters.load(settings.mounts)  # now, so that a broken adapter is one line and exit 2, not a traceback
         if webhook_url:
             Webhook(url=webhook_url)
     except (BatchyardError, ValueError) as exc:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -219,17 +220,25 @@ def load(sources: list[str] | tuple[str, ...] = (), entry_points: bool = True) -
 
 
 def _load_one(src: str) -> None:
+    import_source(src)
+
+
+def import_source(src: str, what: str = "processors") -> ModuleType:
+    """Import a dotted module name or a ``.py`` file (once: a second call returns the same module).
+
+    Used for processor modules and for the server's mounted adapters; ``what`` names them in errors.
+    """
     path = Path(src)
     try:
         if src.endswith(".py") or path.is_file():
             if not path.is_file():
-                raise ConfigError(f"processor file {src!r} does not exist")
+                raise ConfigError(f"{what} file {src!r} does not exist")
             mod_name = "batchyard_user_" + str(abs(hash(str(path.resolve()))))
             if mod_name in sys.modules:
-                return
+                return sys.modules[mod_name]
             spec = importlib.util.spec_from_file_location(mod_name, path)
             if spec is None or spec.loader is None:
-                raise ConfigError(f"cannot import processor file {src!r}")
+                raise ConfigError(f"cannot import {what} file {src!r}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             # A file next to its helpers should be able to import them.
@@ -243,12 +252,12 @@ def _load_one(src: str) -> None:
                 if folder in sys.path:
                     sys.path.remove(folder)
                 raise
-        else:
-            importlib.import_module(src)
+            return module
+        return importlib.import_module(src)
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"cannot load processors from {src!r}: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"cannot load {what} from {src!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:

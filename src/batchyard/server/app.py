@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
 from batchyard.core.worker import Worker
-from batchyard.server import errors, events, results, routes_batches, routes_system, routes_webhooks
+from batchyard.server import errors, events, mounts, results, routes_batches, routes_system, routes_webhooks
 from batchyard.server.auth import Keyring, authenticate
 from batchyard.server.metrics import registry_for
 from batchyard.server.schemas import API_PREFIX
@@ -88,6 +88,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     app.state.keyring = Keyring(engine.store, settings.api_keys)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_upload_bytes)
+    # Adapters first: the first matching route wins, so a seed's path that collides with ours is theirs.
+    for router in mounts.load(settings.mounts):
+        app.include_router(router, dependencies=[Depends(authenticate)])
     for module in (routes_batches, results, events, routes_webhooks):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(authenticate)],
                            responses={401: errors.ERROR_RESPONSES[401]})

@@ -22,7 +22,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     store: str | None = Field(None, description="Store path or URL (default ./.batchyard/batchyard.db).")
-    processors: list[str] = Field(default_factory=list, description="Modules or .py files registering processors.")
+    processors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Modules or .py files registering processors. In BATCHYARD_PROCESSORS, "
+                                          "separated like PATH.")
+    mounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Adapters to mount (see server.mounts): modules or .py files with a "
+                                          "module-level `router`. In BATCHYARD_MOUNTS, separated like PATH.")
     workers: int = Field(defaults.PARALLEL, ge=0, description="Concurrency of the embedded worker; 0 = API only.")
     retention_days: float | None = Field(None, ge=0, description="Delete final batches older than this.")
     retention_interval_s: float = Field(3600.0, gt=0)
@@ -56,7 +61,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(defaults.WEBHOOK_TIMEOUT_SECONDS, gt=0)
     webhook_progress_s: float = Field(defaults.WEBHOOK_PROGRESS_SECONDS, gt=0)
 
-    @field_validator("data_roots", mode="before")
+    @field_validator("data_roots", "processors", "mounts", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         # From the environment: "/srv/a:/srv/b" (like PATH), not JSON

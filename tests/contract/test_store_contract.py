@@ -945,6 +945,43 @@ class StoreContract:
         assert stats["n"] == {"count": 3, "mean": 2.0, "min": 1, "max": 3, "sum": 6}
         assert stats["offset"]["mean"] == -0.5 and stats["scores.conf"]["max"] == 1.0
 
+    def test_timeline_counts_outcomes_per_bucket_with_gaps_filled(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 6)
+        pk, got = claim_batch(store, worker, b)
+        t0 = (time.time() // 10 + 1) * 10  # a multiple of the bucket: which bucket each item lands in is fixed
+
+        def at(c: Claimed, kind: str, offset: float) -> Outcome:
+            error = err() if kind == FAIL else None
+            return Outcome(pk, c.rowid, kind, {"ok": 1} if kind == OK else None, error, us(t0 + offset - 0.01),
+                           us(t0 + offset), None, None)
+
+        assert store.timeline(b.batch_id, 5) == []  # nothing finished yet
+        store.record(worker, [at(got[0], OK, 0.5), at(got[1], OK, 4.9), at(got[2], FAIL, 1),
+                              at(got[3], OK, 16), at(got[4], RETRY, 2)])  # a retry is not an outcome yet
+        points = store.timeline(b.batch_id, 5)
+        assert [(p.at.timestamp(), p.seconds, p.succeeded, p.failed) for p in points] == [
+            (t0, 5, 2, 1), (t0 + 5, 5, 0, 0), (t0 + 10, 5, 0, 0), (t0 + 15, 5, 1, 0)]
+        auto = store.timeline(b.batch_id)  # a round width for a batch this short: one second
+        assert auto[0].seconds == 1 and auto[0].at.timestamp() == t0 and len(auto) == 17
+        assert sum(p.succeeded for p in auto) == 3 and sum(p.failed for p in auto) == 1
+        with pytest.raises(NotFound):
+            store.timeline("batch_nope")
+
+    def test_timeline_has_at_most_its_points_however_spread(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 50, parallel=50)
+        pk, got = claim_batch(store, worker, b, capacity=50)
+        t0 = time.time()
+        # Finish times spread over 5 hours (as clocks of other machines could put them): still at most 200
+        store.record(worker, [Outcome(pk, c.rowid, OK, {"ok": 1}, None, us(t0 + i * 360), us(t0 + i * 360 + 1),
+                                      None, None) for i, c in enumerate(got)])
+        for asked in (None, 1.0):
+            points = store.timeline(b.batch_id, asked)
+            assert 100 <= len(points) <= 200 and sum(p.succeeded for p in points) == 50
+            assert all(p.seconds == points[0].seconds for p in points)
+            assert [p.at for p in points] == sorted(p.at for p in points)
+        hourly = store.timeline(b.batch_id, 3600)  # a width wider than needed is kept
+        assert len(hourly) in (5, 6) and {p.seconds for p in hourly} == {3600}
+
     def test_iter_items_pages_through_large_batches(self, store: Store) -> None:
         b = store.create_batch(BatchSpec(processor="noop"), ((None, i) for i in range(2500)))
         seqs = [i.seq for i in store.iter_items(b.batch_id)]

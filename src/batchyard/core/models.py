@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -256,6 +257,57 @@ class ProcessorStats(BaseModel):
     duration_sum: float = 0.0
     # Non-cumulative counts per defaults.DURATION_BUCKETS upper bound, plus one for +Inf.
     buckets: list[int] = Field(default_factory=list)
+
+
+# A batch's timeline (the dashboard's throughput chart) has at most this many points, whatever its length.
+TIMELINE_POINTS = 200
+# Bucket widths a person reads at a glance (seconds); past a day, whole days.
+_TIMELINE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+class TimelinePoint(BaseModel):
+    """Items of a batch that reached a final outcome in one time bucket, by their ``finished_at``."""
+
+    at: datetime = Field(description="Start of the bucket.")
+    seconds: float = Field(description="Width of the bucket: succeeded / seconds is the throughput then.")
+    succeeded: int
+    failed: int
+
+
+def timeline_bucket(span: float, at_least: float | None = None) -> float:
+    """The bucket width for a timeline over ``span`` seconds: the smallest round width that gives at most
+    ``TIMELINE_POINTS`` buckets, and no narrower than ``at_least`` when the caller asks for a width."""
+    need = max(span, 0.0) / TIMELINE_POINTS
+    if at_least is not None and at_least >= need:
+        return float(at_least)
+    for step in _TIMELINE_STEPS:
+        if step >= need:
+            return float(step)
+    return float(-(-need // 86400) * 86400)
+
+
+def timeline_points(rows: Iterable[tuple[int, int, int]], bucket: float) -> list[TimelinePoint]:
+    """Points from a store's ``(bucket number, succeeded, failed)`` rows (bucket number = floor(finished_at /
+    bucket)), with the empty buckets in between filled in (a pause shows as zero, not as a straight line).
+
+    The store chose ``bucket`` from the batch's own start and end times; items timed by a worker whose clock
+    is off can still spread wider, so too many buckets are merged (by a whole factor, which keeps them
+    aligned) rather than returned."""
+    found = sorted(rows)
+    if not found:
+        return []
+    first, last = found[0][0], found[-1][0]
+    factor = max(1, -(-(last - first + 1) // TIMELINE_POINTS))
+    merged: dict[int, list[int]] = {}
+    for n, ok, failed in found:
+        acc = merged.setdefault(n // factor, [0, 0])
+        acc[0] += ok
+        acc[1] += failed
+    width = bucket * factor
+    lo, hi = first // factor, last // factor
+    return [TimelinePoint(at=datetime.fromtimestamp(n * width, UTC), seconds=width,
+                          succeeded=merged.get(n, (0, 0))[0], failed=merged.get(n, (0, 0))[1])
+            for n in range(lo, hi + 1)]
 
 
 def new_batch_id() -> str:

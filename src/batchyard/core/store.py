@@ -17,6 +17,7 @@ from batchyard.core.models import (
     ItemInfo,
     NewItem,
     ProcessorStats,
+    TimelinePoint,
     WebhookDelivery,
     WorkerInfo,
 )
@@ -124,6 +125,11 @@ class Store(Protocol):
                    limit: int | None = None) -> Iterator[ItemInfo]: ...
     def get_item(self, batch_id: str, item_id: str) -> ItemInfo: ...
     def result_stats(self, batch_id: str, limit: int = 1000) -> dict[str, dict[str, float]]: ...
+    def timeline(self, batch_id: str, bucket_seconds: float | None = None) -> list[TimelinePoint]:
+        """Succeeded and failed items per time bucket (by ``finished_at``), oldest first, empty buckets
+        included. The width comes from ``models.timeline_bucket`` over the batch's run so far (at most
+        ``TIMELINE_POINTS`` points); ``bucket_seconds`` asks for a width, widened if it would give more."""
+        ...
 
     # workers
     def register_worker(self, name: str, processors: list[str], concurrency: int) -> int: ...

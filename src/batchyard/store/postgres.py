@@ -55,9 +55,12 @@ from batchyard.core.models import (
     ItemInfo,
     NewItem,
     ProcessorStats,
+    TimelinePoint,
     WebhookDelivery,
     WorkerInfo,
     new_batch_id,
+    timeline_bucket,
+    timeline_points,
     ts,
 )
 from batchyard.core.scheduling import Held, Runnable, plan
@@ -357,6 +360,16 @@ class PostgresStore:
             raise NotFound(f"no item {item_id!r} in batch {batch_id!r}", kind="item", ident=item_id)
         return _item_info(batch_id, r)
 
+    def timeline(self, batch_id: str, bucket_seconds: float | None = None) -> list[TimelinePoint]:
+        with self._conn() as conn:
+            row = self._batch_row(conn, batch_id)
+            # The width from the batch's own times (one pass over its items, not two to find their ends)
+            end = row["completed_at"].timestamp() if row["completed_at"] else row["db_now"]
+            span = end - (row["started_at"] or row["created_at"]).timestamp()
+            bucket = timeline_bucket(span, bucket_seconds)
+            rows = conn.execute(Q["timeline"], {"pk": row["pk"], "bucket": bucket}).fetchall()
+        return timeline_points(((r["n"], r["ok"], r["failed"]) for r in rows), bucket)
+
     def result_stats(self, batch_id: str, limit: int = 1000) -> dict[str, dict[str, float]]:
         """count/mean/min/max/sum of every numeric field in the succeeded items' results."""
         with self._conn() as conn:
@@ -421,7 +434,7 @@ class PostgresStore:
         if not gone:
             return Reaped()
         conn.execute(Q["delete_worker_slots"], {"pks": gone})
-        batch_pks = sorted(r["batch_pk"] for r in conn.execute(Q["batches_leased_by"], {"workers": gone}))
+        batch_pks = [r["pk"] for r in conn.execute(Q["batches_with_running"])]
         items = batches = returned = 0
         for b in conn.execute(Q["lock_batches"], {"pks": batch_pks}).fetchall() if batch_pks else []:
             row = conn.execute(Q["release_leased"], {

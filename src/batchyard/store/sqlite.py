@@ -42,9 +42,12 @@ from batchyard.core.models import (
     ItemInfo,
     NewItem,
     ProcessorStats,
+    TimelinePoint,
     WebhookDelivery,
     WorkerInfo,
     new_batch_id,
+    timeline_bucket,
+    timeline_points,
     ts,
 )
 from batchyard.core.scheduling import Held, Runnable, plan
@@ -383,6 +386,15 @@ class SQLiteStore:
                                                         "limit": limit}).fetchall()
         return {r[0]: {"count": r[1], "mean": r[2] / r[1], "min": r[3], "max": r[4], "sum": r[2]}
                 for r in sorted(rows, key=lambda r: r[0])}
+
+    def timeline(self, batch_id: str, bucket_seconds: float | None = None) -> list[TimelinePoint]:
+        row = self._batch_row(batch_id)
+        # The width from the batch's own times (one scan of its items, not two to find their first and last)
+        span = (row["completed_at"] or time.time()) - (row["started_at"] or row["created_at"])
+        bucket = timeline_bucket(span, bucket_seconds)
+        rows = self._conn().execute(Q["timeline"], {"first": row["first_item"], "last": row["last_item"],
+                                                    "bucket": bucket}).fetchall()
+        return timeline_points((tuple(r) for r in rows), bucket)
 
     def get_item(self, batch_id: str, item_id: str) -> ItemInfo:
         row = self._batch_row(batch_id)

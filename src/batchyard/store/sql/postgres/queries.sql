@@ -156,6 +156,14 @@ ORDER BY seq LIMIT %(limit)s;
 
 -- Numeric fields of succeeded items' results, nested ones by dotted name; array elements and
 -- booleans are not fields. One pass in the database instead of in Python.
+-- name: timeline
+-- Succeeded (2) and failed (3) items per bucket of finished_at, for the dashboard's throughput chart.
+SELECT floor(extract(epoch FROM finished_at) / %(bucket)s)::bigint AS n,
+       count(*) FILTER (WHERE status = 2) AS ok, count(*) FILTER (WHERE status = 3) AS failed
+FROM items
+WHERE batch_pk = %(pk)s AND status IN (2, 3) AND finished_at IS NOT NULL
+GROUP BY n;
+
 -- name: result_stats
 WITH RECURSIVE f(path, value) AS (
     SELECT e.key, e.value
@@ -205,8 +213,8 @@ DELETE FROM slots WHERE worker_pk = ANY(%(pks)s);
 -- name: delete_slots
 DELETE FROM slots WHERE worker_pk = %(worker)s AND batch_pk = %(pk)s;
 
--- name: batches_leased_by
-SELECT DISTINCT batch_pk FROM items WHERE status = 1 AND worker = ANY(%(workers)s);
+-- name: batches_with_running
+SELECT pk FROM batches WHERE items_running > 0 ORDER BY pk;
 
 -- Items leased to these workers go back to pending; in a cancelling batch they are cancelled; an
 -- item whose workers were lost too often (reaping only) fails instead of looping for ever.

@@ -160,6 +160,14 @@ GROUP BY field
 ORDER BY COUNT(*) DESC, field
 LIMIT :limit;
 
+-- name: timeline
+-- Succeeded (2) and failed (3) items per bucket of finished_at, for the dashboard's throughput chart; the
+-- finished_at values are positive, so CAST truncates as floor() would (which not every SQLite build has).
+SELECT CAST(finished_at / :bucket AS INTEGER) AS n, SUM(status = 2), SUM(status = 3)
+FROM items
+WHERE id BETWEEN :first AND :last AND status IN (2, 3) AND finished_at IS NOT NULL
+GROUP BY n;
+
 -- name: enqueue_delivery
 INSERT INTO webhook_deliveries (id, batch_pk, batch_id, tenant, event, url, payload, created_at, next_attempt_at)
 VALUES (:id, :batch_pk, :batch_id, :tenant, :event, :url, :payload, :now, :now);

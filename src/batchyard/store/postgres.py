@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -48,24 +47,21 @@ from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
     RANK_PRIORITY,
-    ApiKeyInfo,
     BatchInfo,
     BatchSpec,
     FailurePolicy,
     ItemInfo,
     NewItem,
-    ProcessorStats,
     TimelinePoint,
-    WebhookDelivery,
     WorkerInfo,
     new_batch_id,
     timeline_bucket,
     timeline_points,
-    ts,
 )
 from batchyard.core.scheduling import Held, Runnable, plan
 from batchyard.core.states import ITEM_CODE, ITEM_FROM_CODE, BatchStatus
-from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, DueDelivery, Outcome, Reaped, RecordResult
+from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, Outcome, Reaped, RecordResult
+from batchyard.store.postgres_service import PostgresService
 from batchyard.store.sql import migrations, queries
 
 # The SQLite store's helpers for what is not SQL: whether a worker process on this host is alive,
@@ -87,7 +83,7 @@ def _no_nul(text: str) -> str:
     return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
-class PostgresStore:
+class PostgresStore(PostgresService):
     """A Store over one PostgreSQL database (or one schema of it, by ``options=-csearch_path=...``)."""
 
     dialect = "postgres"
@@ -275,15 +271,10 @@ class PostgresStore:
             self._enqueue(conn, new, FINAL_EVENTS[BatchStatus(target)])
         return new
 
-    def _enqueue(self, conn: psycopg.Connection[_Row], row: _Row, event: str) -> None:
-        """Write a webhook delivery for ``event``, with the batch as it is now, in the caller's transaction
-        (an outbox: the event is sent if and only if the change it reports committed)."""
-        info = _batch_info(row if "db_now" in row else {**row, "db_now": 0.0})
-        if info.webhook is None:
-            return
-        conn.execute(Q["enqueue_delivery"], {
-            "id": f"msg_{uuid.uuid4().hex}", "batch_pk": row["pk"], "batch_id": row["id"], "tenant": row["tenant"],
-            "event": event, "url": info.webhook.url, "payload": info.model_dump_json()})
+    @staticmethod
+    def _snapshot(row: _Row) -> BatchInfo:
+        """A batch row as BatchInfo; a row read without the database clock is taken as not running."""
+        return _batch_info(row if "db_now" in row else {**row, "db_now": 0.0})
 
     def _settle(self, conn: psycopg.Connection[_Row], row: _Row | None) -> None:
         """End the batch if every item is final; trip its failure policy if it says so.
@@ -597,19 +588,6 @@ class PostgresStore:
                                               "dsum": st.duration_sum, "buckets": st.counts})
         return res
 
-    def processor_stats(self) -> dict[str, ProcessorStats]:
-        with self._conn() as conn:
-            rows = conn.execute(Q["processor_stats"]).fetchall()
-        return {r["processor"]: ProcessorStats(succeeded=r["succeeded"], failed=r["failed"], retried=r["retried"],
-                                               duration_sum=r["duration_sum"], buckets=list(r["buckets"]))
-                for r in rows}
-
-    def tenant_usage(self, tenant: str) -> tuple[int, int]:
-        with self._conn() as conn:
-            row = conn.execute(Q["tenant_usage"], {"tenant": tenant}).fetchone()
-        assert row is not None
-        return int(row["queued"]), int(row["running"])
-
     def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None:
         if not rowids:
             return
@@ -625,90 +603,9 @@ class PostgresStore:
                 if to == 0:
                     self._notify(conn, row["id"])  # handed back unstarted: another worker may take them
 
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def enqueue_progress_webhooks(self, interval: float) -> int:
-        """A batch.progress delivery for each running batch that asked for them, changed since its last
-        one, and has had none for ``interval`` seconds (by the database clock)."""
-        with self._tx() as conn:
-            conn.execute(Q["progress_lock"])
-            rows = conn.execute(Q["progress_candidates"], {"interval": float(interval)}).fetchall()
-            for row in rows:
-                self._enqueue(conn, row, "batch.progress")
-        return len(rows)
-
-    def claim_deliveries(self, limit: int, lease_seconds: float) -> list[DueDelivery]:
-        with self._conn() as conn:
-            rows = conn.execute(Q["claim_deliveries"], {"limit": limit, "lease": float(lease_seconds)}).fetchall()
-        rows.sort(key=lambda r: (r["created"], r["id"]))
-        return [DueDelivery(r["id"], r["batch_id"], r["tenant"], r["event"], r["url"], r["payload"], r["created"],
-                            r["n"]) for r in rows]
-
-    def finish_delivery(self, delivery_id: str, attempt: dict[str, Any], next_attempt_at: float | None,
-                        delivered: bool) -> None:
-        status = "delivered" if delivered else "pending" if next_attempt_at is not None else "failed"
-        # The sender's clock says when to try again; keep it as a delay so the database clock judges it.
-        delay = None if delivered or next_attempt_at is None else max(0.0, next_attempt_at - time.time())
-        with self._conn() as conn:
-            conn.execute(Q["finish_delivery"], {"attempt": json.dumps(attempt), "status": status, "delay": delay,
-                                                "id": delivery_id})
-
-    def list_deliveries(self, batch_id: str) -> list[WebhookDelivery]:
-        with self._conn() as conn:
-            rows = conn.execute(Q["deliveries_of"], {"batch_id": batch_id}).fetchall()
-        return [WebhookDelivery(
-            delivery_id=r["id"], batch_id=r["batch_id"], event=r["event"], url=r["url"], status=r["status"],
-            created_at=r["created_at"], next_attempt_at=r["next_attempt_at"] if r["status"] == "pending" else None,
-            delivered_at=r["delivered_at"], attempts=[{**a, "at": ts(a["at"])} for a in r["attempts"]])
-            for r in rows]
-
-    # -- API keys and settings -------------------------------------------------------------------
-
-    def add_api_key(self, key_id: str, tenant: str, name: str | None, digest: str) -> ApiKeyInfo:
-        with self._conn() as conn:
-            row = conn.execute(Q["add_api_key"], {"id": key_id, "tenant": tenant, "name": name,
-                                                  "digest": digest}).fetchone()
-        assert row is not None
-        return _key_info(row)
-
-    def find_api_key(self, digest: str) -> ApiKeyInfo | None:
-        with self._conn() as conn:
-            row = conn.execute(Q["find_api_key"], {"digest": digest}).fetchone()
-        return _key_info(row) if row else None
-
-    def list_api_keys(self) -> list[ApiKeyInfo]:
-        with self._conn() as conn:
-            return [_key_info(r) for r in conn.execute(Q["list_api_keys"]).fetchall()]
-
-    def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
-        with self._conn() as conn:
-            row = conn.execute(Q["revoke_api_key"], {"id": key_id}).fetchone()
-        if row is None:
-            raise NotFound(f"no API key {key_id!r}", kind="api_key", ident=key_id)
-        return _key_info(row)
-
-    def get_setting(self, key: str) -> str | None:
-        with self._conn() as conn:
-            row = conn.execute(Q["get_setting"], {"key": key}).fetchone()
-        return row["value"] if row else None
-
-    def put_setting_once(self, key: str, value: str) -> str:
-        # Two statements: after waiting on a concurrent insert of the same key, only a new statement
-        # (a new snapshot) sees the value that won.
-        with self._tx() as conn:
-            conn.execute(Q["put_setting_once"], {"key": key, "value": value})
-            row = conn.execute(Q["get_setting"], {"key": key}).fetchone()
-        assert row is not None
-        return str(row["value"])
-
 
 _SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "source", "cost_per_item",
               "cost_unit")
-
-
-def _key_info(r: _Row) -> ApiKeyInfo:
-    return ApiKeyInfo(key_id=r["id"], tenant=r["tenant"], name=r["name"], created_at=r["created_at"],
-                      revoked_at=r["revoked_at"])
 
 
 def _safe_url(url: str) -> str:

@@ -154,16 +154,16 @@ SELECT * FROM items WHERE batch_pk = %(pk)s AND seq > %(after)s ORDER BY seq LIM
 SELECT * FROM items WHERE batch_pk = %(pk)s AND seq > %(after)s AND status = %(status)s
 ORDER BY seq LIMIT %(limit)s;
 
--- Numeric fields of succeeded items' results, nested ones by dotted name; array elements and
--- booleans are not fields. One pass in the database instead of in Python.
--- name: timeline
 -- Succeeded (2) and failed (3) items per bucket of finished_at, for the dashboard's throughput chart.
+-- name: timeline
 SELECT floor(extract(epoch FROM finished_at) / %(bucket)s)::bigint AS n,
        count(*) FILTER (WHERE status = 2) AS ok, count(*) FILTER (WHERE status = 3) AS failed
 FROM items
 WHERE batch_pk = %(pk)s AND status IN (2, 3) AND finished_at IS NOT NULL
 GROUP BY n;
 
+-- Numeric fields of succeeded items' results, nested ones by dotted name; array elements and
+-- booleans are not fields. One pass in the database instead of in Python.
 -- name: result_stats
 WITH RECURSIVE f(path, value) AS (
     SELECT e.key, e.value

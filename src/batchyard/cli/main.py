@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from batchyard.api import fingerprint
+from batchyard.cli.env import split_paths
 from batchyard.cli.progress import ProgressView
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
@@ -48,15 +49,39 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 StoreOpt = Annotated[str | None, typer.Option("--store", envvar="BATCHYARD_STORE",
                                               help="Store path or URL (default ./.batchyard/batchyard.db).")]
 ProcessorsOpt = Annotated[list[str] | None, typer.Option(
-    "--processors", help="Module or .py file registering processors (repeatable).")]
+    "--processors", envvar="BATCHYARD_PROCESSORS", callback=split_paths,
+    help="Module or .py file registering processors (repeatable; BATCHYARD_PROCESSORS: separated like PATH).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 InputFormatOpt = Annotated[inputs.InputFormat | None, typer.Option(
-    "--input-format", help="Input format (default: from the extension; text when unknown).")]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Directory inputs: include subdirectories.")]
-ErrorsOnlyOpt = Annotated[bool, typer.Option("--errors-only", help="Export only the failed items.")]
-ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Also write a manifest (JSON) to this file.")]
+    "--input-format", envvar="BATCHYARD_INPUT_FORMAT",
+    help="Input format (default: from the extension; text when unknown).")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", envvar="BATCHYARD_RECURSIVE",
+                                            help="Directory inputs: include subdirectories.")]
+ErrorsOnlyOpt = Annotated[bool, typer.Option("--errors-only", envvar="BATCHYARD_ERRORS_ONLY",
+                                             help="Export only the failed items.")]
+ManifestOpt = Annotated[str | None, typer.Option("--manifest", envvar="BATCHYARD_MANIFEST",
+                                                 help="Also write a manifest (JSON) to this file.")]
 ManifestRefOpt = Annotated[str | None, typer.Option(
-    "--manifest-ref", help="Result field holding each item's reference (default: ref, reference, swarm_ref or id).")]
+    "--manifest-ref", envvar="BATCHYARD_MANIFEST_REF",
+    help="Result field holding each item's reference (default: ref, reference, swarm_ref or id).")]
+# The batch's own options, shared by run, validate and submit. Each can come from the environment, so that a
+# container runs a batch with no arguments (`BATCHYARD_INPUT=... BATCHYARD_PROCESSOR=... batchyard run`).
+ProcessorOpt = Annotated[str, typer.Option("--processor", "-p", envvar="BATCHYARD_PROCESSOR",
+                                           help="Processor name.")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="Shared parameter KEY=VALUE (repeatable; the value is JSON if it parses, else a string).")]
+ParamsJsonOpt = Annotated[str | None, typer.Option(
+    "--params-json", envvar="BATCHYARD_PARAMS",
+    help="Shared parameters as a JSON object (BATCHYARD_PARAMS); --param overrides its keys.")]
+ParallelOpt = Annotated[int, typer.Option("--parallel", "-j", envvar="BATCHYARD_PARALLEL", min=1,
+                                          help="Items run at once.")]
+PriorityOpt = Annotated[Priority, typer.Option("--priority", envvar="BATCHYARD_PRIORITY")]
+MaxFailuresOpt = Annotated[int | None, typer.Option("--max-failures", envvar="BATCHYARD_MAX_FAILURES", min=0)]
+MaxFailureRateOpt = Annotated[float | None, typer.Option("--max-failure-rate", envvar="BATCHYARD_MAX_FAILURE_RATE",
+                                                         min=0.0, max=1.0)]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", envvar="BATCHYARD_DESCRIPTION")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", envvar="BATCHYARD_TAGS",
+                                                  help="Tag (repeatable; BATCHYARD_TAGS: separated by spaces).")]
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="BATCHYARD_URL", help="A batchyard server (http://host:8000): act there, not on the local store.")]
 ApiKeyOpt = Annotated[str | None, typer.Option(
@@ -310,31 +335,42 @@ class _Interrupts:
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Argument(help="Input: a CSV, JSONL, JSON or text file, a directory, a glob, "
+    input: Annotated[str, typer.Argument(envvar="BATCHYARD_INPUT",
+                                         help="Input: a CSV, JSONL, JSON or text file, a directory, a glob, "
                                               "an fsspec URI (s3://, gs://, http://...), or - for stdin.")],
-    processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name.")],
-    param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, help="Items run at once.")] = 8,
-    priority: Annotated[Priority, typer.Option("--priority")] = Priority.NORMAL,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write results here (- for stdout).")] = None,
-    format: Annotated[str | None, typer.Option("--format", help="json, csv or jsonl (default: from --output).")] = None,
+    processor: ProcessorOpt,
+    param: ParamOpt = None,
+    params_json: ParamsJsonOpt = None,
+    parallel: ParallelOpt = 8,
+    priority: PriorityOpt = Priority.NORMAL,
+    output: Annotated[str | None, typer.Option("--output", "-o", envvar="BATCHYARD_OUTPUT",
+                                               help="Write results here (- for stdout).")] = None,
+    format: Annotated[str | None, typer.Option("--format", envvar="BATCHYARD_FORMAT",
+                                               help="json, csv or jsonl (default: from --output).")] = None,
     input_format: InputFormatOpt = None,
     recursive: RecursiveOpt = False,
     errors_only: ErrorsOnlyOpt = False,
     manifest: ManifestOpt = None,
     manifest_ref: ManifestRefOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; create nothing.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun only the failed items.")] = False,
-    new: Annotated[bool, typer.Option("--new", help="Start a new batch even if this one ran before.")] = False,
-    max_failures: Annotated[int | None, typer.Option("--max-failures", min=0)] = None,
-    max_failure_rate: Annotated[float | None, typer.Option("--max-failure-rate", min=0.0, max=1.0)] = None,
-    description: Annotated[str | None, typer.Option("--description")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", envvar="BATCHYARD_DRY_RUN",
+                                          help="Validate and count; create nothing.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", envvar="BATCHYARD_RETRY_FAILED",
+                                               help="Rerun only the failed items.")] = False,
+    new: Annotated[bool, typer.Option("--new", envvar="BATCHYARD_NEW",
+                                      help="Start a new batch even if this one ran before.")] = False,
+    max_failures: MaxFailuresOpt = None,
+    max_failure_rate: MaxFailureRateOpt = None,
+    description: DescriptionOpt = None,
+    tag: TagOpt = None,
     store: StoreOpt = None,
     processors: ProcessorsOpt = None,
 ) -> None:
-    """Run a batch in this process, with a progress bar; rerunning the same command resumes it."""
-    params = _parse_params(param)
+    """Run a batch in this process, with a progress bar; rerunning the same command resumes it.
+
+    Every option can come from a BATCHYARD_* variable instead (INPUT from BATCHYARD_INPUT, --processor from
+    BATCHYARD_PROCESSOR, --params-json from BATCHYARD_PARAMS...), for containers run in batch mode.
+    """
+    params = {**_parse_params_json(params_json), **_parse_params(param)}
     if output:
         _output_format(output, format)  # a usage error is reported before any work is done
     try:
@@ -544,17 +580,17 @@ def results(
 
 @app.command()
 def submit(
-    input: Annotated[str, typer.Argument(help="A CSV, JSONL, JSON or text file to upload, or - for stdin.")],
-    processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name (on the server).")],
-    param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
-    params_json: Annotated[str | None, typer.Option(
-        "--params-json", help="Shared parameters as a JSON object; --param overrides its keys.")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, help="Items run at once.")] = 8,
-    priority: Annotated[Priority, typer.Option("--priority")] = Priority.NORMAL,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
-    description: Annotated[str | None, typer.Option("--description")] = None,
-    max_failures: Annotated[int | None, typer.Option("--max-failures", min=0)] = None,
-    max_failure_rate: Annotated[float | None, typer.Option("--max-failure-rate", min=0.0, max=1.0)] = None,
+    input: Annotated[str, typer.Argument(envvar="BATCHYARD_INPUT",
+                                         help="A CSV, JSONL, JSON or text file to upload, or - for stdin.")],
+    processor: ProcessorOpt,
+    param: ParamOpt = None,
+    params_json: ParamsJsonOpt = None,
+    parallel: ParallelOpt = 8,
+    priority: PriorityOpt = Priority.NORMAL,
+    tag: TagOpt = None,
+    description: DescriptionOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    max_failure_rate: MaxFailureRateOpt = None,
     input_format: InputFormatOpt = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Create it pending; start it later.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count on the server; create nothing.")]
@@ -582,17 +618,18 @@ def _parse_params_json(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        fail(f"--params-json: not JSON: {exc}")
+        fail(f"--params-json (BATCHYARD_PARAMS): not JSON: {exc}")
     if not isinstance(value, dict):
-        fail("--params-json: expected a JSON object")
+        fail("--params-json (BATCHYARD_PARAMS): expected a JSON object")
     return value
 
 
 @app.command()
 def validate(
-    input: Annotated[str, typer.Argument(help="Input to check (any input `run` takes).")],
-    processor: Annotated[str, typer.Option("--processor", "-p", help="Processor name.")],
-    param: Annotated[list[str] | None, typer.Option("--param", help="Shared parameter KEY=VALUE (repeatable).")] = None,
+    input: Annotated[str, typer.Argument(envvar="BATCHYARD_INPUT", help="Input to check (any input `run` takes).")],
+    processor: ProcessorOpt,
+    param: ParamOpt = None,
+    params_json: ParamsJsonOpt = None,
     input_format: InputFormatOpt = None,
     recursive: RecursiveOpt = False,
     processors: ProcessorsOpt = None,
@@ -603,7 +640,7 @@ def validate(
         proc = registry.get(processor)
     except BatchyardError as exc:
         fail(str(exc))
-    params = _parse_params(param)
+    params = {**_parse_params_json(params_json), **_parse_params(param)}
     try:
         source = inputs.open_input(input, input_format, processor=proc, params=params, recursive=recursive)
         n = source.count()
@@ -614,7 +651,8 @@ def validate(
 
 @app.command()
 def cleanup(
-    days_old: Annotated[float, typer.Option("--days-old", min=0, help="Delete final batches older than this.")],
+    days_old: Annotated[float, typer.Option("--days-old", envvar="BATCHYARD_DAYS_OLD", min=0,
+                                            help="Delete final batches older than this.")],
     store: StoreOpt = None,
 ) -> None:
     """Delete finished batches older than N days, with their items."""

@@ -64,9 +64,13 @@ class PostgresService:
     def enqueue_progress_webhooks(self, interval: float) -> int:
         """A batch.progress delivery for each running batch that asked for them, changed since its last
         one, and has had none for ``interval`` seconds (by the database clock)."""
+        args = {"interval": float(interval)}
+        with self._conn() as conn:
+            if conn.execute(Q["progress_candidates"] + " LIMIT 1", args).fetchone() is None:
+                return 0  # the usual answer, found without taking the lock
         with self._tx() as conn:
             conn.execute(Q["progress_lock"])
-            rows = conn.execute(Q["progress_candidates"], {"interval": float(interval)}).fetchall()
+            rows = conn.execute(Q["progress_candidates"], args).fetchall()
             for row in rows:
                 self._enqueue(conn, row, "batch.progress")
         return len(rows)

@@ -10,6 +10,7 @@ from batchyard.core.errors import (
     NotFound,
     PermanentError,
     ProcessorNotFound,
+    RetryAfter,
     SchemaVersionError,
 )
 from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, ItemInfo, NewItem, Priority
@@ -56,6 +57,7 @@ __all__ = [
     "Priority",
     "Processor",
     "ProcessorNotFound",
+    "RetryAfter",
     "RetryPolicy",
     "SchemaVersionError",
     "__version__",

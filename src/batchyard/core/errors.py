@@ -9,6 +9,7 @@
     └── SchemaVersionError     the store's schema is newer or older than this code knows
 
     PermanentError             raised *by processors*: fail the item now, do not retry
+    RetryAfter                 raised *by processors*: retry no sooner than N seconds from now
 
 HTTP status codes for these live in the server package, not here.
 """
@@ -84,3 +85,12 @@ class InputError(BatchyardError):
 
 class PermanentError(Exception):
     """Raise from a processor to fail the item at once, without retries."""
+
+
+class RetryAfter(Exception):
+    """Raise from a processor to retry the item ``seconds`` from now rather than after the policy's backoff:
+    the service said when (HTTP 429/503 ``Retry-After``). The attempt counts against ``max_attempts``."""
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        self.seconds = max(0.0, float(seconds))
+        super().__init__(message or f"retry after {self.seconds:g}s")

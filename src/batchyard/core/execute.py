@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from batchyard.core import defaults
 from batchyard.core import processor as registry
-from batchyard.core.errors import PermanentError
+from batchyard.core.errors import PermanentError, RetryAfter
 from batchyard.core.processor import Context, Item, Processor
 from batchyard.core.retry import GiveUp, RetryPolicy, decide
 from batchyard.core.store import FAIL, OK, RETRY, BatchRuntime, Claimed, Outcome
@@ -120,8 +120,10 @@ def failed_attempt(exc: BaseException, ctx: Context | None, attempt: int, starte
     # A processor can attach a partial result to its failure (the shell processor's output, say).
     if isinstance(getattr(exc, "result", None), dict):
         result = exc.result  # type: ignore[attr-defined]
-    return Attempt(False, result, error_info(exc, attempt), permanent, ctx.cost if ctx else None,
-                   started, time.time())
+    error = error_info(exc, attempt)
+    if isinstance(exc, RetryAfter):  # kept with the error: to_outcome reads it, and users see why it waited
+        error["retry_after"] = exc.seconds
+    return Attempt(False, result, error, permanent, ctx.cost if ctx else None, started, time.time())
 
 
 def invoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
@@ -167,7 +169,8 @@ def to_outcome(a: Attempt, c: Claimed, rt: BatchRuntime, policy: RetryPolicy) ->
     if a.ok:
         return (rt.pk, c[0], OK, a.result, None, us(a.started), us(a.finished),  # type: ignore[return-value]
                 a.cost, None)
-    decision = decide(c[4], policy, a.finished, permanent=a.permanent)
+    decision = decide(c[4], policy, a.finished, permanent=a.permanent,
+                      retry_after=a.error.get("retry_after") if a.error else None)
     if isinstance(decision, GiveUp):
         return (rt.pk, c[0], FAIL, a.result, a.error, us(a.started), us(a.finished),  # type: ignore[return-value]
                 a.cost, None)

@@ -51,11 +51,16 @@ class GiveUp:
 
 def decide(
     attempt: int, policy: RetryPolicy, now: float, *, permanent: bool = False,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, retry_after: float | None = None,
 ) -> Retry | GiveUp:
-    """After attempt number ``attempt`` failed: retry at a time, or give up."""
+    """After attempt number ``attempt`` failed: retry at a time, or give up.
+
+    ``retry_after`` (seconds, from the processor's ``RetryAfter``) replaces the backoff delay: the service that
+    refused said when to come back, and backing off less would be refused again, more would waste time."""
     if permanent:
         return GiveUp("permanent error")
     if attempt >= policy.max_attempts:
         return GiveUp(f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}")
+    if retry_after is not None:
+        return Retry(now + max(0.0, retry_after))
     return Retry(now + policy.delay(attempt, rng))

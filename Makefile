@@ -24,7 +24,7 @@ demo: $(STAMP)
 		--store .batchyard/demo.db --output .batchyard/demo-results.json
 
 test: $(DEV_STAMP) pg
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n auto
 
@@ -36,7 +36,7 @@ pg:
 		echo "PostgreSQL is not available: its store's tests will skip (and fail under CI)"
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 
 bench: $(STAMP)

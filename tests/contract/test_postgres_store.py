@@ -21,15 +21,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 import pytest
 from test_store_contract import (
-    LEASE,
     PROCS,
     StoreContract,
-    age_heartbeats,
     assert_counters_match_items,
-    claim,
     claim_batch,
     fail,
-    items_of,
     new_batch,
     ok,
     retry,
@@ -37,16 +33,12 @@ from test_store_contract import (
 )
 
 from batchyard.core.errors import InvalidTransition, SchemaVersionError
-from batchyard.core.models import BatchInfo, BatchSpec, NewItem
+from batchyard.core.models import BatchSpec, NewItem
 from batchyard.core.store import Claimed, Store
 from batchyard.store import open_store, upgrade_store
 from batchyard.store import postgres as pg
 from batchyard.store.postgres import PostgresStore
 from batchyard.store.sql import migrations
-
-
-def claim_batch_or_none(store: Store, worker: int, info: BatchInfo) -> list[Claimed]:
-    return items_of(claim(store, worker, only={info.batch_id}), info.batch_id)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -338,16 +330,6 @@ class TestPostgresStore(StoreContract):
         final = store.get_batch(b.batch_id)
         assert final.status == "completed" and final.items_succeeded == n
         assert_counters_match_items(store, b.batch_id)
-
-    def test_a_reaped_worker_cannot_claim(self, store: PostgresStore) -> None:
-        """A worker reaped between two heartbeats must not lease items under its dead pk: nobody
-        would ever reap them again."""
-        b = new_batch(store, 3)
-        w = store.register_worker("stalled", ["noop"], 2)
-        age_heartbeats()
-        assert store.reap(LEASE).workers == 1
-        assert claim_batch_or_none(store, w, b) == []
-        assert store.get_batch(b.batch_id).items_pending == 3
 
     def test_big_chunks_on_a_fresh_table_stay_fast(self, store: PostgresStore) -> None:
         """Group commits and claims of thousands of items on a table without planner statistics.

@@ -723,6 +723,16 @@ class StoreContract:
         assert_counters_match_items(store, b.batch_id)
         assert store.get_batch(b.batch_id).status == "completed"
 
+    def test_a_reaped_worker_cannot_claim(self, store: Store) -> None:
+        """A worker reaped between two heartbeats must not lease items under its dead pk: nobody
+        would ever reap them again."""
+        b = new_batch(store, 3)
+        w = store.register_worker("stalled", ["noop"], 2)
+        age_heartbeats()
+        assert store.reap(LEASE).workers == 1
+        assert items_of(claim(store, w, only={b.batch_id}), b.batch_id) == []
+        assert store.get_batch(b.batch_id).items_pending == 3
+
     def test_fencing_survives_worker_pk_reuse(self, store: Store) -> None:
         b = new_batch(store, 2, parallel=2)
         w1 = store.register_worker("w1", ["noop"], 2)

@@ -446,6 +446,10 @@ class SQLiteStore:
         now = time.time()
         result = ClaimResult()
         with self._write() as conn:
+            # The fence on claims too: a worker reaped since its last heartbeat must not lease items
+            # under a pk that no reaper will ever look at again.
+            if conn.execute("SELECT 1 FROM workers WHERE pk = ?", (worker_pk,)).fetchone() is None:
+                return result
             rows = [r for r in conn.execute(Q["runnable_batches"])
                     if r["processor"] in processors and not r["failing"]
                     and (only is None or r["id"] in only)

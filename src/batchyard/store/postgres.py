@@ -46,7 +46,6 @@ from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
-    RANK_PRIORITY,
     BatchInfo,
     BatchSpec,
     FailurePolicy,
@@ -61,13 +60,13 @@ from batchyard.core.models import (
 from batchyard.core.scheduling import Held, Runnable, plan
 from batchyard.core.states import ITEM_CODE, ITEM_FROM_CODE, BatchStatus
 from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, Outcome, Reaped, RecordResult
-from batchyard.store.postgres_service import PostgresService
-from batchyard.store.sql import migrations, queries
 
 # The SQLite store's helpers for what is not SQL: whether a worker process on this host is alive,
 # how a stored error becomes an ItemError, which final status sends which webhook event, and one
 # group commit's contribution to a processor's statistics (its counts and duration histogram).
-from batchyard.store.sqlite import FINAL_EVENTS, _error, _process_alive, _Stats
+from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
+from batchyard.store.postgres_service import PostgresService
+from batchyard.store.sql import migrations, queries
 
 Q = queries("postgres")
 CHANNEL = "batchyard_work"
@@ -407,7 +406,7 @@ class PostgresStore(PostgresService):
         with self._conn() as conn:
             rows = conn.execute(Q["reap_candidates"], {"lease": float(lease_seconds)}).fetchall()
         dead = [r["pk"] for r in rows
-                if r["silent"] or (r["hostname"] == self._hostname and not _process_alive(r["pid"], r["pid_started"]))]
+                if r["silent"] or (r["hostname"] == self._hostname and not process_alive(r["pid"], r["pid_started"]))]
         if not dead:
             return Reaped()
         with self._tx() as conn:
@@ -559,7 +558,7 @@ class PostgresStore(PostgresService):
                 groups.setdefault(o[0], []).append(o)
             blobs = {pk: encode_outcomes(group) for pk, group in groups.items()}
         res = RecordResult()
-        stats: dict[str, _Stats] = {}
+        stats: dict[str, Stats] = {}
         with self._tx() as conn:
             # Batch rows first, in pk order: the lock order every writer keeps.
             conn.execute(Q["lock_batches"], {"pks": sorted(groups)}).fetchall()
@@ -578,7 +577,7 @@ class PostgresStore(PostgresService):
                 res.refused += len(refused)
                 if group:
                     kinds = Counter(o[2] for o in group)
-                    stats.setdefault(row["processor"], _Stats()).add(
+                    stats.setdefault(row["processor"], Stats()).add(
                         kinds, (o[6] - o[5] for o in group if o[2] != RETRY))
                     self._settle(conn, row)
             # Last, after every batch row: the stats rows are the most contended, held the shortest.
@@ -614,23 +613,10 @@ def _safe_url(url: str) -> str:
 
 
 def _batch_info(r: _Row) -> BatchInfo:
-    spec = r["spec"]
     active = r["active_seconds"]
     if r["status"] == BatchStatus.RUNNING and r["running_since"] is not None:
         active += max(0.0, r["db_now"] - r["running_since"].timestamp())
-    return BatchInfo(
-        batch_id=r["id"], tenant=r["tenant"], processor=r["processor"], status=r["status"],
-        pause_reason=r["pause_reason"], status_reason=r["status_reason"],
-        priority=RANK_PRIORITY[r["priority"]], parallel=r["parallel"], params=spec.get("params") or {},
-        failure_policy=spec.get("failure_policy") or {}, max_attempts=r["max_attempts"],
-        webhook=spec.get("webhook"), description=spec.get("description"), tags=spec.get("tags") or [],
-        source=spec.get("source"), fingerprint=r["fingerprint"],
-        items_total=r["items_total"], items_pending=r["items_pending"], items_running=r["items_running"],
-        items_succeeded=r["items_succeeded"], items_failed=r["items_failed"],
-        items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
-        cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
-        created_at=r["created_at"], started_at=r["started_at"], completed_at=r["completed_at"],
-        updated_at=r["updated_at"], active_seconds=active)
+    return batch_info(r, r["spec"], active, r["created_at"], r["started_at"], r["completed_at"], r["updated_at"])
 
 
 def _item_info(batch_id: str, r: _Row) -> ItemInfo:
@@ -641,8 +627,8 @@ def _item_info(batch_id: str, r: _Row) -> ItemInfo:
     return ItemInfo.model_construct(
         batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(seq), seq=seq,
         status=ITEM_FROM_CODE[r["status"]], attempts=r["attempts"], payload=r["payload"], result=r["result"],
-        error=_error(r["error"]) if r["error"] else None,
-        errors=[e for e in map(_error, errors) if e] if errors else [],
+        error=error_from(r["error"]) if r["error"] else None,
+        errors=[e for e in map(error_from, errors) if e] if errors else [],
         started_at=started, finished_at=finished,
         duration_s=round((finished - started).total_seconds(), 6) if started and finished else None,
         cost=r["cost"], not_before=r["not_before"])

@@ -9,7 +9,6 @@ and never fails half-way on a lock upgrade.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import re
@@ -33,12 +32,9 @@ from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
     PRIORITY_RANK,
-    RANK_PRIORITY,
-    WEBHOOK_EVENTS,
     ApiKeyInfo,
     BatchInfo,
     BatchSpec,
-    ItemError,
     ItemInfo,
     NewItem,
     ProcessorStats,
@@ -64,6 +60,7 @@ from batchyard.core.store import (
     Reaped,
     RecordResult,
 )
+from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
 from batchyard.store.sql import migrations, queries
 
 Q = queries("sqlite")
@@ -566,17 +563,17 @@ class SQLiteStore:
                 c["cost"] += sum(o[7] for o in accepted if o[7])
                 if kind != RETRY:
                     durations.setdefault(batch_pk, []).extend(o[6] - o[5] for o in accepted)
-            stats: dict[str, _Stats] = {}
+            stats: dict[str, Stats] = {}
             for batch_pk, c in per_batch.items():
                 proc = conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk}).fetchone()
                 if proc is not None:
-                    stats.setdefault(proc[0], _Stats()).add(c, durations.get(batch_pk, ()))
+                    stats.setdefault(proc[0], Stats()).add(c, durations.get(batch_pk, ()))
                 self._settle(conn, batch_pk, now)
             for proc, st in stats.items():
                 self._add_stats(conn, proc, st)
         return res
 
-    def _add_stats(self, conn: sqlite3.Connection, processor: str, st: _Stats) -> None:
+    def _add_stats(self, conn: sqlite3.Connection, processor: str, st: Stats) -> None:
         old = conn.execute(Q["get_stats"], (processor,)).fetchone()
         buckets = st.merged(json.loads(old["buckets"]) if old else [])
         conn.execute(Q["put_stats"], {"processor": processor, "ok": st.ok, "fail": st.fail, "retry": st.retry,
@@ -663,7 +660,7 @@ class SQLiteStore:
         dead = []
         for r in conn.execute("SELECT pk, hostname, pid, pid_started, heartbeat_at FROM workers").fetchall():
             silent = r["heartbeat_at"] < now - lease_seconds
-            gone = r["hostname"] == self._hostname and not _process_alive(r["pid"], r["pid_started"])
+            gone = r["hostname"] == self._hostname and not process_alive(r["pid"], r["pid_started"])
             if silent or gone:
                 dead.append(r["pk"])
         if not dead:
@@ -758,48 +755,9 @@ class SQLiteStore:
             return str(conn.execute("SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)).fetchone()[0])
 
 
-FINAL_EVENTS = {BatchStatus.COMPLETED: WEBHOOK_EVENTS[0], BatchStatus.FAILED: WEBHOOK_EVENTS[1],
-                BatchStatus.CANCELLED: WEBHOOK_EVENTS[2]}
-_BOUNDS_US = [int(b * 1_000_000) for b in defaults.DURATION_BUCKETS]
-
-
-class _Stats:
-    """One group commit's contribution to a processor's totals."""
-
-    def __init__(self) -> None:
-        self.ok = self.fail = self.retry = 0
-        self.duration_sum = 0.0
-        self.counts = [0] * (len(_BOUNDS_US) + 1)
-
-    def add(self, c: dict[str, float], durations_us: Iterable[int]) -> None:
-        self.ok += int(c["ok"])
-        self.fail += int(c["fail"])
-        self.retry += int(c["retry"])
-        counts, bounds, total = self.counts, _BOUNDS_US, 0
-        for d in durations_us:
-            counts[bisect.bisect_left(bounds, d)] += 1
-            total += d
-        self.duration_sum += total / 1e6
-
-    def merged(self, old: list[int]) -> list[int]:
-        if len(old) != len(self.counts):  # first write, or the bucket bounds changed: start again
-            return list(self.counts)
-        return [a + b for a, b in zip(old, self.counts, strict=True)]
-
-
 def _key_info(r: sqlite3.Row) -> ApiKeyInfo:
     return ApiKeyInfo(key_id=r["id"], tenant=r["tenant"], name=r["name"], created_at=ts(r["created_at"]),
                       revoked_at=ts(r["revoked_at"]))
-
-
-def _process_alive(pid: int, started: float | None) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return started is None or abs(proc.create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 _RECORD = {OK: Q["record_ok"], FAIL: Q["record_fail"], RETRY: Q["record_retry"]}
@@ -824,31 +782,11 @@ def _statements(sql: str) -> list[str]:
 
 
 def _batch_info(r: sqlite3.Row) -> BatchInfo:
-    spec = json.loads(r["spec"])
     active = r["active_seconds"]
     if r["status"] == BatchStatus.RUNNING and r["running_since"]:
         active += max(0.0, time.time() - r["running_since"])
-    return BatchInfo(
-        batch_id=r["id"], tenant=r["tenant"], processor=r["processor"], status=r["status"],
-        pause_reason=r["pause_reason"], status_reason=r["status_reason"],
-        priority=RANK_PRIORITY[r["priority"]], parallel=r["parallel"], params=spec.get("params") or {},
-        failure_policy=spec.get("failure_policy") or {}, max_attempts=r["max_attempts"],
-        webhook=spec.get("webhook"), description=spec.get("description"), tags=spec.get("tags") or [],
-        source=spec.get("source"), fingerprint=r["fingerprint"],
-        items_total=r["items_total"], items_pending=r["items_pending"], items_running=r["items_running"],
-        items_succeeded=r["items_succeeded"], items_failed=r["items_failed"],
-        items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
-        cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
-        created_at=ts(r["created_at"]), started_at=ts(r["started_at"]), completed_at=ts(r["completed_at"]),
-        updated_at=ts(r["updated_at"]), active_seconds=active)
-
-
-def _error(d: dict[str, Any] | None) -> ItemError | None:
-    if not d:
-        return None
-    return ItemError.model_construct(type=d.get("type", "Error"), message=d.get("message", ""),
-                                     traceback=d.get("traceback"), attempt=d.get("attempt"),
-                                     at=ts(d["at"]) if d.get("at") else None)
+    return batch_info(r, json.loads(r["spec"]), active, ts(r["created_at"]), ts(r["started_at"]),
+                      ts(r["completed_at"]), ts(r["updated_at"]))
 
 
 def _item_info(batch_id: str, first: int, r: sqlite3.Row) -> ItemInfo:
@@ -860,8 +798,8 @@ def _item_info(batch_id: str, first: int, r: sqlite3.Row) -> ItemInfo:
         batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(r["id"] - first + 1),
         seq=r["id"] - first + 1, status=ITEM_FROM_CODE[r["status"]], attempts=r["attempts"],
         payload=loads(r["payload"]), result=loads(r["result"]) if r["result"] else None,
-        error=_error(loads(r["error"])) if r["error"] else None,
-        errors=[e for e in map(_error, loads(errors)) if e] if errors else [],
+        error=error_from(loads(r["error"])) if r["error"] else None,
+        errors=[e for e in map(error_from, loads(errors)) if e] if errors else [],
         started_at=ts(started), finished_at=ts(finished),
         duration_s=round(finished - started, 6) if started and finished else None,
         cost=r["cost"], not_before=ts(r["not_before"]))

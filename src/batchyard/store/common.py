@@ -1,0 +1,77 @@
+"""What both stores share: reading rows into models, per-processor statistics, process liveness."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import psutil
+
+from batchyard.core import defaults
+from batchyard.core.models import RANK_PRIORITY, WEBHOOK_EVENTS, BatchInfo, ItemError, ts
+from batchyard.core.states import BatchStatus
+
+FINAL_EVENTS = {BatchStatus.COMPLETED: WEBHOOK_EVENTS[0], BatchStatus.FAILED: WEBHOOK_EVENTS[1],
+                BatchStatus.CANCELLED: WEBHOOK_EVENTS[2]}
+_BOUNDS_US = [int(b * 1_000_000) for b in defaults.DURATION_BUCKETS]
+
+
+class Stats:
+    """One group commit's contribution to a processor's totals."""
+
+    def __init__(self) -> None:
+        self.ok = self.fail = self.retry = 0
+        self.duration_sum = 0.0
+        self.counts = [0] * (len(_BOUNDS_US) + 1)
+
+    def add(self, c: dict[str, float], durations_us: Iterable[int]) -> None:
+        self.ok += int(c["ok"])
+        self.fail += int(c["fail"])
+        self.retry += int(c["retry"])
+        counts, bounds, total = self.counts, _BOUNDS_US, 0
+        for d in durations_us:
+            counts[bisect.bisect_left(bounds, d)] += 1
+            total += d
+        self.duration_sum += total / 1e6
+
+    def merged(self, old: list[int]) -> list[int]:
+        if len(old) != len(self.counts):  # first write, or the bucket bounds changed: start again
+            return list(self.counts)
+        return [a + b for a, b in zip(old, self.counts, strict=True)]
+
+
+def process_alive(pid: int, started: float | None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def error_from(d: dict[str, Any] | None) -> ItemError | None:
+    if not d:
+        return None
+    return ItemError.model_construct(type=d.get("type", "Error"), message=d.get("message", ""),
+                                     traceback=d.get("traceback"), attempt=d.get("attempt"),
+                                     at=ts(d["at"]) if d.get("at") else None)
+
+
+def batch_info(r: Mapping[str, Any], spec: dict[str, Any], active: float, created: datetime | None,
+               started: datetime | None, completed: datetime | None, updated: datetime | None) -> BatchInfo:
+    """A batch row (the same columns in both stores) as the model; times already converted by the store."""
+    return BatchInfo(
+        batch_id=r["id"], tenant=r["tenant"], processor=r["processor"], status=r["status"],
+        pause_reason=r["pause_reason"], status_reason=r["status_reason"],
+        priority=RANK_PRIORITY[r["priority"]], parallel=r["parallel"], params=spec.get("params") or {},
+        failure_policy=spec.get("failure_policy") or {}, max_attempts=r["max_attempts"],
+        webhook=spec.get("webhook"), description=spec.get("description"), tags=spec.get("tags") or [],
+        source=spec.get("source"), fingerprint=r["fingerprint"],
+        items_total=r["items_total"], items_pending=r["items_pending"], items_running=r["items_running"],
+        items_succeeded=r["items_succeeded"], items_failed=r["items_failed"],
+        items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
+        cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
+        created_at=created, started_at=started, completed_at=completed, updated_at=updated, active_seconds=active)

@@ -59,6 +59,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recovered = await asyncio.to_thread(engine.store.reap, settings.lease_seconds)
+        app.state.recovered = recovered  # what start-up found, for adapters that report it (seed 003's recover)
         if recovered.workers:
             log.info("recovered %d items of %d batches from %d interrupted workers",
                      recovered.items, recovered.batches, recovered.workers)

@@ -20,31 +20,14 @@ ADAPTER = '''
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
-from batchyard.core.errors import BatchyardError
-from batchyard.server import errors, submit
+from batchyard.server import submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
+from batchyard.server.mounts import shaped_errors
 from batchyard.server.schemas import SubmitOptions
 
-
-class OwnErrors(APIRoute):
-    """Errors in this adapter's shape, {"ok": false, "reason": ...}, with batchyard's statuses (401 stays 401)."""
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route(request: Request):
-            try:
-                return await handler(request)
-            except BatchyardError as exc:
-                return JSONResponse({"ok": False, "reason": str(exc)}, status_code=errors.lookup(exc)[0])
-
-        return route
-
-
-router = APIRouter(route_class=OwnErrors)
+# Errors in this adapter's shape, {"ok": false, "reason": ...}, with batchyard's statuses (401 stays 401)
+router = APIRouter(route_class=shaped_errors(lambda status, message, exc: {"ok": False, "reason": message}))
 
 
 @router.get("/api/v1/health")
@@ -110,6 +93,10 @@ def test_mounted_router_overrides_health_and_makes_ordinary_batches(start_server
     # The adapter's errors are its own shape; batchyard's routes keep theirs
     r = httpx.get(f"{s.url}/tiny/jobs/batch_missing")
     assert r.status_code == 404 and r.json()["ok"] is False and "batch_missing" in r.json()["reason"]
+    r = httpx.post(f"{s.url}/tiny/jobs", content=b"not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["ok"] is False and r.json()["reason"].startswith("invalid request")
+    r = httpx.post(f"{s.url}/tiny/jobs", json={"no words": 1})  # a bug in the adapter: 500, still its shape
+    assert r.status_code == 500 and r.json() == {"ok": False, "reason": "internal server error; see the server log"}
     r = httpx.get(f"{s.url}{API}/batches/batch_missing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "batch_not_found"
     assert "/tiny/jobs" in httpx.get(f"{s.url}/openapi.json").json()["paths"]

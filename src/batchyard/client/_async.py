@@ -16,7 +16,7 @@ from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client._sync import DEFAULT_URL, RECONNECT_SECONDS
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
+from batchyard.core.models import BatchInfo, ItemInfo, TimelinePoint, WebhookDelivery
 from batchyard.server.schemas import (
     Batch,
     BatchList,
@@ -223,6 +223,11 @@ class AsyncClient:
     async def webhook_deliveries(self, batch_id: str) -> list[WebhookDelivery]:
         """The batch's webhook deliveries, oldest first, with every attempt."""
         return await self._do(c.webhook_deliveries(batch_id))
+
+    async def timeline(self, batch_id: str, *, bucket_seconds: float | None = None) -> list[TimelinePoint]:
+        """Succeeded and failed items per time bucket (by when they finished), oldest first: the
+        dashboard's throughput chart. At most 200 points; ``bucket_seconds`` asks for a width."""
+        return await self._do(c.timeline(batch_id, bucket_seconds))
 
     async def cleanup(self, days_old: float) -> CleanupResult:
         return await self._do(c.cleanup(days_old))

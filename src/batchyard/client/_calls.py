@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from batchyard.client.errors import from_response
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, WebhookDelivery
+from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, TimelinePoint, WebhookDelivery
 from batchyard.server.schemas import (
     API_PREFIX,
     Batch,
@@ -33,6 +33,7 @@ from batchyard.server.schemas import (
     ProcessorInfo,
     ProcessorList,
     RecoverResult,
+    Timeline,
     ValidationReport,
 )
 
@@ -56,6 +57,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/batches/{batch_id}/events"): "events",
     ("GET", "/events"): "events",
     ("GET", "/batches/{batch_id}/webhooks"): "webhook_deliveries",
+    ("GET", "/batches/{batch_id}/timeline"): "timeline",
     ("POST", "/batches/recover"): "recover",
     ("POST", "/batches/cleanup"): "cleanup",
     ("GET", "/processors"): "processors",
@@ -222,6 +224,12 @@ def recover() -> Call[RecoverResult]:
 def webhook_deliveries(batch_id: str) -> Call[list[WebhookDelivery]]:
     return Call("GET", f"/batches/{batch_id}/webhooks",
                 lambda r: DeliveryList.model_validate_json(check(r).content).deliveries)
+
+
+def timeline(batch_id: str, bucket_seconds: float | None) -> Call[list[TimelinePoint]]:
+    return Call("GET", f"/batches/{batch_id}/timeline",
+                lambda r: Timeline.model_validate_json(check(r).content).points,
+                params={"bucket_seconds": bucket_seconds})
 
 
 def cleanup(days_old: float) -> Call[CleanupResult]:

@@ -15,7 +15,7 @@ from httpx_sse import connect_sse
 from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo, WebhookDelivery
+from batchyard.core.models import BatchInfo, ItemInfo, TimelinePoint, WebhookDelivery
 from batchyard.server.schemas import (
     Batch,
     BatchList,
@@ -219,6 +219,11 @@ class Client:
     def webhook_deliveries(self, batch_id: str) -> list[WebhookDelivery]:
         """The batch's webhook deliveries, oldest first, with every attempt."""
         return self._do(c.webhook_deliveries(batch_id))
+
+    def timeline(self, batch_id: str, *, bucket_seconds: float | None = None) -> list[TimelinePoint]:
+        """Succeeded and failed items per time bucket (by when they finished), oldest first: the
+        dashboard's throughput chart. At most 200 points; ``bucket_seconds`` asks for a width."""
+        return self._do(c.timeline(batch_id, bucket_seconds))
 
     def cleanup(self, days_old: float) -> CleanupResult:
         return self._do(c.cleanup(days_old))

@@ -20,7 +20,17 @@ from fastapi.openapi.utils import get_openapi
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
 from batchyard.core.worker import Worker
-from batchyard.server import errors, events, mounts, results, routes_batches, routes_system, routes_webhooks
+from batchyard.server import (
+    dashboard,
+    errors,
+    events,
+    mounts,
+    results,
+    routes_batches,
+    routes_system,
+    routes_timeline,
+    routes_webhooks,
+)
 from batchyard.server.auth import Keyring, authenticate
 from batchyard.server.metrics import registry_for
 from batchyard.server.schemas import API_PREFIX
@@ -92,10 +102,11 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     # Adapters first: the first matching route wins, so a seed's path that collides with ours is theirs.
     for router in mounts.load(settings.mounts):
         app.include_router(router, dependencies=[Depends(authenticate)])
-    for module in (routes_batches, results, events, routes_webhooks):
+    for module in (routes_batches, results, events, routes_webhooks, routes_timeline):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(authenticate)],
                            responses={401: errors.ERROR_RESPONSES[401]})
     app.include_router(routes_system.router, prefix=API_PREFIX)  # probes: /health, /metrics, /processors
+    dashboard.mount(app)  # last: it serves whatever path no route above took (outside /api/v1)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

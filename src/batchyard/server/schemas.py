@@ -17,6 +17,7 @@ from batchyard.core.models import (
     FailurePolicy,
     ItemInfo,
     Priority,
+    TimelinePoint,
     Webhook,
     WebhookDelivery,
     WorkerInfo,
@@ -140,6 +141,11 @@ class RecoverResult(BaseModel):
 
 class DeliveryList(BaseModel):
     deliveries: list[WebhookDelivery]
+
+
+class Timeline(BaseModel):
+    points: list[TimelinePoint] = Field(description="Oldest first, empty buckets included; empty until an item "
+                                                    "finished.")
 
 
 class CleanupRequest(BaseModel):

@@ -25,6 +25,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from scipy import signal
 
 MAX_OFFSET = 20.0
 SEED_OFFSET = -15.0  # seed 004's "_15sec" dubs: the dub runs 15 s late
+VOICE_DB, HARD_VOICE_DB = (0.0, 10.0), (8.0, 16.0)  # dialogue level over the M&E bed
+SNR_DB, HARD_SNR_DB = (12.0, 30.0), (3.0, 10.0)  # noise, below the mix
 METHOD_CELLS = ("", "mfcc,onset", "spectral,correlation", "mfcc", "onset,spectral")
 
 
@@ -216,12 +219,13 @@ def dropouts(rng: np.random.Generator, x: np.ndarray, fs: int, count: int) -> No
         x[at:at + m] *= 0.0 if rng.random() < 0.7 else 0.03
 
 
-def make_pair(rng: np.random.Generator, seconds: float, fs: int, offset: float
+def make_pair(rng: np.random.Generator, seconds: float, fs: int, offset: float, hard: bool = False
               ) -> tuple[np.ndarray, np.ndarray, float, dict[str, float | int | str]]:
     """(master, dub, true offset in seconds on the sample grid, how it was made) at rate ``fs``.
 
     The programme runs ``MAX_OFFSET`` seconds beyond both ends of the master; the dub's window into it is
-    shifted by ``-offset`` (a negative offset: the dub is late).
+    shifted by ``-offset`` (a negative offset: the dub is late). ``hard``: dialogue far above the bed and
+    loud noise, to see where each method gives up.
     """
     delay = round(-offset * fs)  # dub samples of lateness
     pad = int((MAX_OFFSET + 1) * fs)
@@ -235,7 +239,7 @@ def make_pair(rng: np.random.Generator, seconds: float, fs: int, offset: float
     # foley re-recorded for it, at other moments.
     voice_a += 0.5 * effects(rng, total, fs)
     voice_b += 0.5 * effects(rng, total, fs)
-    ratio_db = rng.uniform(0, 10)  # dialogue over the bed, as mixed for the screen
+    ratio_db = rng.uniform(*HARD_VOICE_DB if hard else VOICE_DB)  # dialogue over the bed
 
     def mix(start: int, vox: np.ndarray, eq_it: bool) -> tuple[np.ndarray, str]:
         # Each mix balances the music and effects stems its own way
@@ -247,7 +251,7 @@ def make_pair(rng: np.random.Generator, seconds: float, fs: int, offset: float
 
     master, _ = mix(pad, voice_a, eq_it=rng.random() < 0.5)
     dub, label = mix(pad - delay, voice_b, eq_it=True)
-    snr = rng.uniform(12, 30)
+    snr = rng.uniform(*HARD_SNR_DB if hard else SNR_DB)
     for x in (master, dub):
         x += rng.standard_normal(n) * rms(x) * 10 ** (-snr / 20)
     count = int(rng.integers(1, 5))
@@ -288,12 +292,13 @@ def wrap(src: Path, dest: Path) -> None:
     subprocess.run(cmd, check=True)
 
 
-def make(out: Path, pairs: int, seconds: float, rate: int, seed: int, containers: list[str]) -> list[PairInfo]:
+def make(out: Path, pairs: int, seconds: float, rate: int, seed: int, containers: Sequence[str] = (),
+         hard: bool = False) -> list[PairInfo]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     made: list[PairInfo] = []
     for i, offset in enumerate(offsets(pairs, rng), 1):
-        master, dub, truth, info = make_pair(rng, seconds, rate, offset)
+        master, dub, truth, info = make_pair(rng, seconds, rate, offset, hard)
         dub_rate = rate if i % 3 else int(rng.choice([8000, 11025, 22050]))  # some dubs at another rate
         if dub_rate != rate:
             g = math.gcd(rate, dub_rate)
@@ -342,11 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=16000, help="Sample rate of the masters.")
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--containers", default="", help="Also wrap pairs in these containers, e.g. mov,mp4 (ffmpeg).")
+    ap.add_argument("--hard", action="store_true", help="Dialogue 8-16 dB over the bed, noise 3-10 dB below.")
     args = ap.parse_args(argv)
     if args.seconds < MAX_OFFSET + 10:  # a 20 s offset must leave at least 10 s in common
         ap.error(f"--seconds must be at least {MAX_OFFSET + 10:g}: offsets reach {MAX_OFFSET:g} s")
     containers = [c.strip().lstrip(".") for c in args.containers.split(",") if c.strip()]
-    made = make(args.out, args.pairs, args.seconds, args.rate, args.seed, containers)
+    made = make(args.out, args.pairs, args.seconds, args.rate, args.seed, containers, args.hard)
     print(f"wrote {len(made)} pairs to {args.out}/ (batch.csv, truth.csv"
           + (", batch_containers.csv" if containers else "") + ")")
     return 0

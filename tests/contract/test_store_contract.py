@@ -12,6 +12,7 @@ The PostgreSQL store will inherit this class unchanged, like ``TestSQLiteStore``
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import subprocess
 import sys
@@ -1198,6 +1199,71 @@ class StoreContract:
                 tenant = "beta" if res.batches[pk].batch_id == beta.batch_id else "acme"
                 by_tenant[tenant] = by_tenant.get(tenant, 0) + grant
         assert by_tenant == {"acme": 3, "beta": 3}
+
+    # -- files and shared state -------------------------------------------------------------------
+
+    def test_files_add_get_content_list_delete(self, store: Store, reopen: Callable[[], Store]) -> None:
+        a = store.add_file("acme", "batch", "in.jsonl", b'{"a": 1}\n', meta={"lines": 1})
+        assert (a.tenant, a.purpose, a.filename, a.bytes, a.meta) == ("acme", "batch", "in.jsonl", 9, {"lines": 1})
+        assert a.file_id.startswith("file-") and a.created_at.timestamp() == pytest.approx(time.time(), abs=5)
+        b = store.add_file("acme", "batch_output", "out.jsonl", io.BytesIO(b"xyz"))
+        c = store.add_file("beta", "batch", "other.jsonl", b"")
+        assert store.get_file(a.file_id) == a
+        assert b"".join(store.file_content(a.file_id)) == b'{"a": 1}\n'
+        assert b"".join(store.file_content(c.file_id)) == b""
+        assert [f.file_id for f in store.list_files()] == [c.file_id, b.file_id, a.file_id]  # newest first
+        assert [f.file_id for f in store.list_files(tenant="acme")] == [b.file_id, a.file_id]
+        assert [f.file_id for f in store.list_files(tenant="acme", purpose="batch")] == [a.file_id]
+        assert [f.file_id for f in store.list_files(limit=1, after=c.file_id)] == [b.file_id]
+        assert reopen().get_file(b.file_id) == b  # files survive a restart
+        store.delete_file(b.file_id)
+        with pytest.raises(NotFound) as caught:
+            store.get_file(b.file_id)
+        assert caught.value.kind == "file"
+        with pytest.raises(NotFound):
+            store.file_content(b.file_id)
+        with pytest.raises(NotFound):
+            store.delete_file(b.file_id)
+
+    def test_file_content_streams_in_chunks_from_a_file_position(self, store: Store) -> None:
+        data = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit
+        fh = io.BytesIO(b"skip" + data)
+        fh.seek(4)  # what is left from the current position is stored
+        f = store.add_file("default", "batch", "big.bin", fh)
+        assert f.bytes == len(data)
+        chunks = list(store.file_content(f.file_id, chunk_size=300_000))
+        assert [len(c) for c in chunks] == [300_000, 300_000, 300_000, len(data) - 900_000]
+        assert b"".join(chunks) == data
+
+    def test_file_with_a_chosen_id_is_written_once(self, store: Store) -> None:
+        first = store.add_file("acme", "batch_output", "out.jsonl", b"one", file_id="file-out-1")
+        again = store.add_file("acme", "batch_output", "out.jsonl", b"two!", file_id="file-out-1")
+        assert again == first and b"".join(store.file_content("file-out-1")) == b"one"
+
+    def test_shared_state_updates_atomically(self, store: Store, reopen: Callable[[], Store]) -> None:
+        assert store.get_shared_state("upstream:x") is None
+        seen: list[dict[str, Any] | None] = []
+
+        def bump(state: dict[str, Any] | None, now: float) -> dict[str, Any]:
+            seen.append(state)
+            assert now == pytest.approx(time.time(), abs=5)  # the store's clock
+            return {"n": (state or {"n": 0})["n"] + 1}
+
+        assert store.update_shared_state("upstream:x", bump) == {"n": 1}
+        assert seen == [None]
+        others = [reopen() for _ in range(3)]
+
+        def hammer(s: Store) -> None:
+            for _ in range(20):
+                s.update_shared_state("upstream:x", bump)
+
+        threads = [threading.Thread(target=hammer, args=(s,)) for s in [store, *others]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.get_shared_state("upstream:x") == {"n": 81}  # no update lost
+        assert store.get_shared_state("upstream:y") is None
 
     # -- schema ---------------------------------------------------------------------------------
 

@@ -205,6 +205,18 @@ class NewItem(BaseModel):
     payload: Any = None
 
 
+class FileInfo(BaseModel):
+    """A file kept in the store: an upload (an adapter's input) or something produced (an output file)."""
+
+    file_id: str
+    tenant: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: datetime
+    meta: dict[str, Any] = Field(default_factory=dict, description="Small JSON facts the writer keeps with it.")
+
+
 class WorkerInfo(BaseModel):
     worker_id: str
     name: str

@@ -6,14 +6,15 @@ them. Hot-path values are plain tuples so that a million items do not mean a mil
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import IO, Any, NamedTuple, Protocol, runtime_checkable
 
 from batchyard.core.models import (
     ApiKeyInfo,
     BatchInfo,
     BatchSpec,
+    FileInfo,
     ItemInfo,
     NewItem,
     ProcessorStats,
@@ -175,3 +176,33 @@ class Store(Protocol):
     def put_setting_once(self, key: str, value: str) -> str:
         """Store ``value`` unless the key has one; return the value that is stored."""
         ...
+
+    # files: uploads and produced outputs, kept with the data so every surface can list, fetch and delete them
+    def add_file(self, tenant: str, purpose: str, filename: str, content: bytes | IO[bytes], *,
+                 file_id: str | None = None, meta: dict[str, Any] | None = None) -> FileInfo:
+        """Store ``content`` (bytes, or a seekable binary file read from its current position to its end).
+
+        ``file_id`` lets a writer choose the id (produced files get ids derived from what produced them, so
+        two writers racing write one file): when a file with that id exists it is returned unchanged."""
+        ...
+    def get_file(self, file_id: str) -> FileInfo:
+        """``NotFound`` (kind ``file``) when there is none."""
+        ...
+    def file_content(self, file_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes in chunks, read as they are consumed (a large file never sits in memory)."""
+        ...
+    def list_files(self, *, tenant: str | None = None, purpose: str | None = None, limit: int = 100,
+                   after: str | None = None) -> list[FileInfo]:
+        """Newest first; ``after`` (a file id) pages on from that file."""
+        ...
+    def delete_file(self, file_id: str) -> None: ...
+
+    # shared state: small JSON documents that every worker on the store reads and changes atomically
+    def update_shared_state(self, key: str, update: Callable[[dict[str, Any] | None, float], dict[str, Any]]
+                            ) -> dict[str, Any]:
+        """Replace the document at ``key`` by ``update(current or None, now)`` in one transaction, so concurrent
+        updaters (threads, processes, machines) serialise; ``now`` is the store's clock (the database's, for
+        stores shared by machines), in seconds since the epoch. Returns the new document. ``update`` must be
+        quick and pure: it runs with the row locked."""
+        ...
+    def get_shared_state(self, key: str) -> dict[str, Any] | None: ...

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import io
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -75,3 +77,18 @@ def batch_info(r: Mapping[str, Any], spec: dict[str, Any], active: float, create
         items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
         cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
         created_at=created, started_at=started, completed_at=completed, updated_at=updated, active_seconds=active)
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(12)}"
+
+
+def content_size(content: bytes | IO[bytes]) -> tuple[int, IO[bytes]]:
+    """The size of what is left to read, and a binary file to read it from."""
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        data = bytes(content)
+        return len(data), io.BytesIO(data)
+    start = content.tell()
+    end = content.seek(0, io.SEEK_END)
+    content.seek(start)
+    return end - start, content

@@ -65,6 +65,7 @@ from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, Outc
 # how a stored error becomes an ItemError, which final status sends which webhook event, and one
 # group commit's contribution to a processor's statistics (its counts and duration histogram).
 from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
+from batchyard.store.postgres_files import PostgresFiles
 from batchyard.store.postgres_service import PostgresService
 from batchyard.store.sql import migrations, queries
 
@@ -82,10 +83,12 @@ def _no_nul(text: str) -> str:
     return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
-class PostgresStore(PostgresService):
+class PostgresStore(PostgresFiles, PostgresService):
     """A Store over one PostgreSQL database (or one schema of it, by ``options=-csearch_path=...``)."""
 
     dialect = "postgres"
+    # ``wait_for_work`` really waits for announcements: idle workers rely on it and claim rarely otherwise.
+    announces_work = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -137,7 +140,9 @@ class PostgresStore(PostgresService):
 
         One dedicated connection per store (a pooled one would lose its LISTEN when handed to others).
         Notifications that arrived since the last call are still queued on it, so none is missed
-        between two waits; all that are queued are drained, so one burst wakes a waiter once.
+        between two waits; all that are queued are drained, so one burst wakes a waiter once. A call that
+        (re)connects returns True at once: whatever was announced before the LISTEN took effect was not
+        heard, so the caller should look for work once now rather than at its next slow poll.
         """
         if self._closed or not self._listen_lock.acquire(timeout=max(0.0, timeout)):
             return False
@@ -147,6 +152,7 @@ class PostgresStore(PostgresService):
                 conn = psycopg.connect(self._conninfo, autocommit=True)
                 conn.execute(f"LISTEN {CHANNEL}")
                 self._listener = conn
+                return True
             got = False
             for _ in conn.notifies(timeout=timeout, stop_after=1):
                 got = True

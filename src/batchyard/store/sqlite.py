@@ -62,6 +62,7 @@ from batchyard.core.store import (
 )
 from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
 from batchyard.store.sql import migrations, queries
+from batchyard.store.sqlite_files import SQLiteFiles
 
 Q = queries("sqlite")
 PRAGMAS = {
@@ -76,7 +77,7 @@ _SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "sou
               "cost_unit")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteFiles):
     """A Store over one SQLite database file. Safe to share between threads (one connection each)."""
 
     dialect = "sqlite"

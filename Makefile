@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean pg
+.PHONY: demo test lint bench clean pg tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/batchyard run examples/demo/items.txt --processor sleep --param ms=40 --parallel 8 \
 		--store .batchyard/demo.db --output .batchyard/demo-results.json
 
-test: $(DEV_STAMP) pg
+test: $(DEV_STAMP) pg tools
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n auto
@@ -34,6 +34,14 @@ pg:
 	@pg_isready -h 127.0.0.1 -q 2>/dev/null || { command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] \
 		&& pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; } || \
 		echo "PostgreSQL is not available: its store's tests will skip (and fail under CI)"
+
+## ffmpeg, jq and curl, which the examples' tests use (audio-sync reads .mov/.mp4 through ffmpeg; seed 004's own
+## curl + jq workflow runs against its adapter). Installed with apt-get when missing; without them those
+## tests skip (and fail under CI).
+tools:
+	@command -v ffmpeg >/dev/null && command -v jq >/dev/null && command -v curl >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl >/dev/null; } || \
+		echo "ffmpeg, jq or curl could not be installed: the tests that need them will skip (and fail under CI)"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -495,11 +496,18 @@ def list_(
     if json_:
         out.print_json(json.dumps([json.loads(b.model_dump_json()) for b in batches]))
         return
-    table = Table("batch", "status", "processor", "done", "failed", "total", "created")
+    # Light borders so an 80-column terminal fits a whole row; a batch id is copied, so never cut
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("batch", no_wrap=True)
+    table.add_column("status", min_width=9)
+    table.add_column("processor", min_width=9)
+    for name in ("done", "failed", "total"):
+        table.add_column(name, justify="right")
+    table.add_column("created", no_wrap=True)
     for b in batches:
         table.add_row(b.batch_id, b.status + (f" ({b.pause_reason})" if b.pause_reason else ""), b.processor,
                       str(b.items_succeeded), str(b.items_failed), str(b.items_total),
-                      f"{b.created_at:%Y-%m-%d %H:%M:%S}")
+                      f"{b.created_at:%m-%d %H:%M}")
     out.print(table)
 
 

@@ -216,7 +216,7 @@ def test_not_found_and_request_errors_share_the_shape(http: httpx.Client, client
     b = client.create_batch("slow", [1])
     assert_error(http.get(f"/batches/{b.batch_id}/items/99"), 404, "item_not_found")
     assert_error(http.get("/no/such/route"), 404, "not_found")
-    assert_error(http.post("/batches", json={"processor": "nope", "items": [1]}), 404, "processor_not_found")
+    assert_error(http.post("/batches", json={"processor": "nope", "items": [1]}), 422, "processor_not_found")
     err = assert_error(http.post("/batches", json={"processor": "slow", "items": [1], "parallel_jobs": 0}), 422,
                        "invalid_request")
     assert err["details"][0]["column"] == "body.parallel_jobs"

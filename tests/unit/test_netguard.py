@@ -19,7 +19,7 @@ from pydantic import BaseModel, DirectoryPath, Field, FilePath, ValidationError
 
 from batchyard.io import inputs
 from batchyard.server import netguard
-from batchyard.server.errors import PathNotAllowed, UrlNotAllowed
+from batchyard.server.errors import InvalidPath, InvalidUrl, PathNotAllowed, UrlNotAllowed
 from batchyard.server.netguard import check_url, confine_path, confining_model, path_fields, refusal
 
 # -- addresses -----------------------------------------------------------------------------------
@@ -107,16 +107,26 @@ def test_an_unresolvable_host_is_refused_with_or_without_the_flag(dns: dict[str,
     ("http://[::1/", "not a valid URL"),
 ])
 def test_malformed_and_other_urls(dns: dict[str, list[str]], url: str, match: str) -> None:
-    with pytest.raises(UrlNotAllowed, match=match):
+    with pytest.raises(InvalidUrl, match=match):  # malformed: 422, where a refused address is 403
+        check_url(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["http://999.1.1.1/", "http://1.2.3.4.5/", "http://4294967296/", "http://08.0.0.1/"])
+def test_a_host_written_as_an_ip_that_is_no_ip_is_malformed(url: str) -> None:
+    with pytest.raises(InvalidUrl, match="is written as an IPv4 address but is not one"):
         check_url(url, allow_private=True)
 
 
 def test_literal_and_odd_spellings_are_judged_by_their_address() -> None:
     """No fake DNS: the C resolver parses the literals (as a fetch would)."""
     for url in ("http://127.1/", "http://2130706433/", "http://0x7f.0.0.1/", "http://[::ffff:7f00:1]/",
-                "http://user@127.0.0.1:80/", "http://[0:0:0:0:0:0:0:1]/"):
-        with pytest.raises(UrlNotAllowed, match="loopback"):
+                "http://user@127.0.0.1:80/", "http://[0:0:0:0:0:0:0:1]/", "http://0177.0.0.1/",
+                "http://017700000001/", "http://0x7f000001/"):
+        with pytest.raises(UrlNotAllowed, match="loopback") as exc:
             check_url(url, allow_private=False)
+        assert not isinstance(exc.value, InvalidUrl)  # well-formed, refused: 403
+    with pytest.raises(UrlNotAllowed, match="10.0.0.1 \\(private"):
+        check_url("http://012.0.0.1/", allow_private=False)  # octal 012 is 10, not 12
 
 
 # -- reading http(s) under the guard: redirects and DNS rebinding ------------------------------------
@@ -245,9 +255,10 @@ def test_without_roots_nothing_is_allowed(tree: Path) -> None:
         confine_path(str(tree / "root" / "sub" / "a.txt"), [])
 
 
-def test_an_unusable_path_is_refused(tree: Path) -> None:
-    with pytest.raises(PathNotAllowed, match="not a usable path"):
-        confine_path("a\0b", [tree / "root"])
+def test_a_nul_byte_is_malformed_not_refused(tree: Path) -> None:
+    for roots in ([tree / "root"], []):  # 422 whatever the roots: no system has such a path
+        with pytest.raises(InvalidPath, match="contains a NUL byte: it is not a path"):
+            confine_path(str(tree / "root" / "a\0b"), roots)
 
 
 # -- path fields of a params model ---------------------------------------------------------------

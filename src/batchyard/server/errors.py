@@ -50,6 +50,11 @@ class UrlNotAllowed(BatchyardError):
         self.url, self.host, self.address = url, host, address
 
 
+class InvalidUrl(UrlNotAllowed):
+    """A URL that is malformed, not a refused one: not http(s), no host, a bad port, or a host written as an
+    IP address that is no address (``999.1.1.1``). 422, where a well-formed URL the guard refuses is 403."""
+
+
 class PathNotAllowed(BatchyardError):
     """A local path outside the server's data roots (``--data-root``), or any path on a server without them.
 
@@ -60,6 +65,10 @@ class PathNotAllowed(BatchyardError):
         super().__init__(message)
         self.path = path
         self.problems = problems or []
+
+
+class InvalidPath(PathNotAllowed):
+    """A value that is no path on any system (a NUL byte): 422, where a path outside the data roots is 403."""
 
 
 class MissingApiKey(BatchyardError):
@@ -88,10 +97,13 @@ class PayloadTooLarge(BatchyardError):
 # (error class, HTTP status, code); checked most specific first via the MRO.
 ERRORS: list[tuple[type[BaseException], int, str]] = [
     (NotFound, 404, "not_found"),  # refined to batch_not_found / item_not_found below
-    (ProcessorNotFound, 404, "processor_not_found"),
+    (ProcessorNotFound, 422, "processor_not_found"),  # a request's processor field names none: a bad value
     (ProcessorNotAllowed, 403, "processor_not_allowed"),
     (InputUriNotAllowed, 403, "input_uri_not_allowed"),
+    # 403: well-formed, but this server will not fetch or read it (policy); 422: malformed (see README)
+    (InvalidUrl, 422, "invalid_url"),
     (UrlNotAllowed, 403, "url_not_allowed"),
+    (InvalidPath, 422, "invalid_path"),
     (PathNotAllowed, 403, "path_not_allowed"),
     (InvalidTransition, 409, "invalid_transition"),
     (InputError, 422, "invalid_input"),

@@ -19,10 +19,12 @@ endpoint with the machine's credentials). So:
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc as cabc
 import functools
 import ipaddress
 import os
+import re
 import socket
 import types
 import typing
@@ -30,10 +32,11 @@ from pathlib import Path, PurePath
 from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from batchyard.server.errors import PathNotAllowed, UrlNotAllowed
+from batchyard.server.errors import InvalidPath, InvalidUrl, PathNotAllowed, UrlNotAllowed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,6 +45,9 @@ DATA_ROOT_HINT = "start it with --data-root DIR to let clients name files under 
 # The prefix of every path refusal inside a row's validation problems: submit.py tells them apart by it.
 PATH_REFUSED = "path not allowed: "
 
+# A host of numeric labels only (decimal, octal or hex: "2130706433", "0177.0.0.1", "0x7f.1") is an IPv4
+# address in one of the forms inet_aton reads, never a name: no top-level domain is numeric (RFC 3696).
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*\.?", re.IGNORECASE)
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT; Python counts it neither private nor global
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix: the last 32 bits are an IPv4 address
 # Cloud instance-metadata endpoints (AWS, GCP and Azure share 169.254.169.254; AWS's IPv6 one; Alibaba's).
@@ -97,31 +103,83 @@ def _resolve(url: str, host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
+def check_url(url: str, *, allow_private: bool) -> list[IPAddress]:
     """Refuse ``url`` unless it is http(s) and every address its host resolves to may be fetched.
 
     With ``allow_private`` any resolvable host is accepted. Raises ``UrlNotAllowed`` naming the URL, the
-    host and the refused address, and how to allow it.
+    host and the refused address, and how to allow it (``InvalidUrl`` when the URL is malformed). Returns
+    the addresses judged: connect to one of them (see ``PinnedTransport``), never resolve the name again.
     """
     try:
         parts = urlsplit(url)
         port = parts.port  # a bad port (":99999", ":x") raises here
     except ValueError as exc:
-        raise UrlNotAllowed(f"{url!r} is not a valid URL ({exc})", url=url) from None
+        raise InvalidUrl(f"{url!r} is not a valid URL ({exc})", url=url) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise UrlNotAllowed(f"{url}: only http and https URLs are fetched, not "
-                            f"{scheme + '://' if scheme else 'a URL without a scheme'}", url=url)
+        raise InvalidUrl(f"{url}: only http and https URLs are fetched, not "
+                         f"{scheme + '://' if scheme else 'a URL without a scheme'}", url=url)
     host = parts.hostname
     if not host:
-        raise UrlNotAllowed(f"{url}: the URL has no host", url=url)
+        raise InvalidUrl(f"{url}: the URL has no host", url=url)
+    if _NUMERIC_HOST.fullmatch(host):
+        try:  # the C resolver's reading of the numeric forms (the one a fetch would use); judged below
+            socket.inet_aton(host.rstrip("."))
+        except OSError:
+            raise InvalidUrl(f"{url}: host {host!r} is written as an IPv4 address but is not one", url=url,
+                             host=host) from None
     addresses = _resolve(url, host, port or (443 if scheme == "https" else 80))
     if allow_private:
-        return
+        return addresses
     for addr in addresses:
         why = refusal(addr)
         if why is not None:
             raise UrlNotAllowed(_refused_message(url, host, addr, why), url=url, host=host, address=str(addr))
+    return addresses
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request to an address ``check_url`` just judged, and only there.
+
+    Checking a URL and then letting httpx connect to it resolves the name twice: a DNS answer that
+    changes in between (DNS rebinding: public for the check, 127.0.0.1 or 169.254.169.254 for the
+    connection) would slip past the guard. Here the name is resolved once, by ``check_url``; the request
+    goes to that IP literal, with the ``Host`` header (set by httpx from the original URL) and, for https,
+    the TLS server name (``sni_hostname``, which the certificate is also verified against) still the
+    name. With ``allow_private`` nothing is refused, so requests pass through unchanged. Redirects are
+    the client's to follow or not; each hop comes back through here and is judged afresh.
+    """
+
+    def __init__(self, *, allow_private: bool, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.allow_private = allow_private
+        self.inner = inner or httpx.AsyncHTTPTransport(trust_env=False)  # a proxy would be judged, not the target
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.allow_private:
+            return await self.inner.handle_async_request(request)
+        url = request.url
+        addresses = await asyncio.to_thread(check_url, str(url), allow_private=False)
+        if url.scheme == "https" and not _is_ip(url.host):
+            request.extensions = {**request.extensions, "sni_hostname": url.host}
+        for n, addr in enumerate(addresses, 1):  # each judged address in turn, as a connect would
+            request.url = url.copy_with(host=str(addr))
+            try:
+                return await self.inner.handle_async_request(request)
+            except httpx.ConnectError:
+                if n == len(addresses):
+                    raise
+        raise AssertionError("check_url returned no address")  # getaddrinfo never answers an empty list
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def http_storage_options(allow_private: bool) -> dict[str, Any] | None:
@@ -195,14 +253,22 @@ def resolve_roots(roots: cabc.Iterable[Path]) -> tuple[Path, ...]:
     return tuple(Path(r).resolve(strict=False) for r in roots)
 
 
+def nul_path_reason(path: str) -> str | None:
+    """Why ``path`` is malformed (no system has a path with a NUL byte), or None."""
+    return f"{path!r} contains a NUL byte: it is not a path" if "\0" in path else None
+
+
 def _confine(path: str, roots: tuple[Path, ...]) -> Path:
     """``confine_path`` with the roots already resolved (a row check resolves them once, not per row)."""
+    malformed = nul_path_reason(path)
+    if malformed:  # before anything else: malformed is 422 whatever the roots
+        raise InvalidPath(malformed, path=path)
     if not roots:
         raise PathNotAllowed(f"{path!r}: this server reads no local files; {DATA_ROOT_HINT}", path=path)
     try:
         given = Path(path)
         target = (given if given.is_absolute() else roots[0] / given).resolve(strict=False)
-    except (OSError, ValueError, RuntimeError) as exc:  # an embedded NUL byte, a symlink loop
+    except (OSError, ValueError, RuntimeError) as exc:  # a symlink loop, a name too long
         raise PathNotAllowed(f"{path!r} is not a usable path ({exc})", path=path) from None
     if any(target.is_relative_to(root) for root in roots):
         return target
@@ -295,6 +361,13 @@ def _paths_in(tp: Any, value: Any) -> cabc.Iterator[str]:
                 yield from _paths_in(info.annotation, value[key])
 
 
+def malformed_paths(model: type[BaseModel], name: str, value: Any) -> list[str]:
+    """Why each path in field ``name``'s raw ``value`` is malformed (422), as ``refused_paths`` says why
+    each is refused (403); a malformed path is never also refused."""
+    found = (nul_path_reason(p) for p in dict.fromkeys(_paths_in(model.model_fields[name].annotation, value)))
+    return [r for r in found if r]
+
+
 def refused_paths(model: type[BaseModel], name: str, value: Any, roots: tuple[Path, ...]) -> list[str]:
     """Why each path in field ``name``'s raw ``value`` is refused (empty: all are allowed).
 
@@ -303,6 +376,8 @@ def refused_paths(model: type[BaseModel], name: str, value: Any, roots: tuple[Pa
     """
     out: list[str] = []
     for path in dict.fromkeys(_paths_in(model.model_fields[name].annotation, value)):  # once each, in order
+        if nul_path_reason(path):  # malformed, not refused: callers report it as an invalid value
+            continue
         if roots and not os.path.isabs(path):
             out.append(f"{path!r} is a relative path; give an absolute path under a data root "
                        f"({_roots_text(roots)})")
@@ -326,6 +401,9 @@ def confining_model(model: type[BaseModel], roots: tuple[Path, ...]) -> type[Bas
     names = path_fields(model)
 
     def confine(cls: type[BaseModel], value: Any, info: Any) -> Any:
+        malformed = malformed_paths(model, info.field_name, value)
+        if malformed:  # an ordinary invalid value (422 with line and column), not a refusal
+            raise PydanticCustomError("invalid_path", "; ".join(malformed))
         reasons = refused_paths(model, info.field_name, value, roots)
         if reasons:
             raise PydanticCustomError("path_not_allowed", PATH_REFUSED + "; ".join(reasons))

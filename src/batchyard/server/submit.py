@@ -89,9 +89,9 @@ def uri_rows(settings: Settings, uri: str, fmt: str | None, proc: Processor, par
     elif scheme in (None, "file"):
         try:
             target = netguard.confine_path(local_path(uri), settings.data_roots)
-        except PathNotAllowed as exc:
-            raise PathNotAllowed(str(exc), path=uri, problems=[InputProblem(line=None, column="input_uri",
-                                                                            reason=str(exc))]) from None
+        except PathNotAllowed as exc:  # InvalidPath (422) stays itself
+            raise type(exc)(str(exc), path=uri, problems=[InputProblem(line=None, column="input_uri",
+                                                                       reason=str(exc))]) from None
         # The resolved path is what is read: no second interpretation of '..', '~', '-' or symlinks.
         source = inputs.open_input(str(target), fmt, processor=checking, params=params)
         source.name = uri  # problems name what the client sent
@@ -141,13 +141,18 @@ def confine_params(settings: Settings, proc: Processor, params: dict[str, Any]) 
     """Refuse shared params whose path fields name files outside the data roots (before reading rows)."""
     model = proc.params_model
     found: list[InputProblem] = []
+    malformed: list[InputProblem] = []
     roots = netguard.resolve_roots(settings.data_roots)
     for name in netguard.path_fields(model):
         assert model is not None
         alias = model.model_fields[name].alias
         for key in dict.fromkeys(k for k in (name, alias) if isinstance(k, str) and k in params):
+            for reason in netguard.malformed_paths(model, name, params[key]):
+                malformed.append(InputProblem(line=None, column=f"params.{key}", reason=reason))
             for reason in netguard.refused_paths(model, name, params[key], roots):
                 found.append(InputProblem(line=None, column=f"params.{key}", reason=reason))
+    if malformed:  # 422: not a path at all, wherever the roots are
+        raise InputError(malformed)
     if found:
         raise PathNotAllowed(f"params: {found[0].reason}", problems=found)
 

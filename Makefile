@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean pg tools
+.PHONY: demo test lint bench clean pg tools browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/batchyard run examples/demo/items.txt --processor sleep --param ms=40 --parallel 8 \
 		--store .batchyard/demo.db --output .batchyard/demo-results.json
 
-test: $(DEV_STAMP) pg tools
+test: $(DEV_STAMP) pg tools browser
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n auto
@@ -42,6 +42,13 @@ tools:
 	@command -v ffmpeg >/dev/null && command -v jq >/dev/null && command -v curl >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl >/dev/null; } || \
 		echo "ffmpeg, jq or curl could not be installed: the tests that need them will skip (and fail under CI)"
+
+## Debian's Chromium for the dashboard's browser tests (Playwright drives it; its own browser downloads are
+## never used). Installed with apt-get when missing; without it those tests skip (and fail under CI).
+browser:
+	@test -x /usr/bin/chromium || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "Chromium could not be installed: the browser tests will skip (and fail under CI)"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

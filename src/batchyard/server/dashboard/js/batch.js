@@ -268,9 +268,14 @@ export function batchView(main, { batchId }) {
   });
 
   // While the batch runs the table refreshes itself, except while someone is using it (it would move).
+  let itemsTimer = null;
   function itemsSoon() {
-    if (Date.now() - itemsAt < ITEMS_EVERY_MS || itemsSection.contains(document.activeElement)) return;
-    loadItems();
+    if (itemsTimer) return;
+    itemsTimer = setTimeout(() => {
+      itemsTimer = null;
+      if (itemsSection.contains(document.activeElement)) return;
+      loadItems();
+    }, Math.max(0, itemsAt + ITEMS_EVERY_MS - Date.now()));
   }
 
   // -- webhooks -----------------------------------------------------------------------------------------
@@ -396,5 +401,6 @@ export function batchView(main, { batchId }) {
     abort.abort();
     clearInterval(ticker);
     if (chartTimer) clearTimeout(chartTimer);
+    if (itemsTimer) clearTimeout(itemsTimer);
   };
 }

@@ -33,7 +33,7 @@ export function batchesView(main) {
   const liveDot = h("span", { class: "live-dot", "aria-hidden": "true" });
   const liveText = h("span", {}, "Connecting…");
   const tbody = h("tbody");
-  const empty = h("p", { class: "empty", hidden: true }, "No batches match.");
+  const empty = h("p", { class: "empty", hidden: true });
   const more = h("button", { type: "button", hidden: true, onclick: () => load(false) }, "Load older batches");
   const problem = h("div", { class: "alert", role: "alert", hidden: true });
 
@@ -83,6 +83,8 @@ export function batchesView(main) {
       if (!row.tr.hidden) shown += 1;
     }
     empty.hidden = shown > 0;
+    if (!rows.size) clear(empty).append("No batches yet: ", h("a", { href: "#/new" }, "start one"), ".");
+    else setText(empty, "No batch matches the filters.");
   }
 
   function makeRow(b) {

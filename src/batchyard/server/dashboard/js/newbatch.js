@@ -63,32 +63,34 @@ export function newBatchView(main) {
     fileText,
     field("input-format", "Format", format));
 
-  const form = h("form", { id: "new-batch", novalidate: true },
-    h("fieldset", {},
-      h("legend", {}, "Processor"),
-      field("processor", "Processor", processor),
-      processorInfo),
-    h("fieldset", {},
-      h("legend", {}, "Shared parameters"),
-      h("p", { class: "muted" }, "Every item gets these; a column of the same name in the file overrides them for its row."),
-      paramsBox),
-    h("fieldset", {},
-      h("legend", {}, "Items"),
-      dropzone,
-      report),
-    h("fieldset", {},
+  const form = h("form", { id: "new-batch", class: "grid-2", novalidate: true },
+    h("div", {},
+      h("fieldset", {},
+        h("legend", {}, "Processor"),
+        field("processor", "Processor", processor),
+        processorInfo),
+      h("fieldset", {},
+        h("legend", {}, "Shared parameters"),
+        h("p", { class: "muted" }, "Every item gets these; a column of the same name in the file overrides them for its row."),
+        paramsBox)),
+    h("div", {},
+      h("fieldset", {},
+        h("legend", {}, "Items"),
+        dropzone,
+        report),
+      h("fieldset", {},
       h("legend", {}, "How it runs"),
       h("div", { class: "field-row" },
         field("parallel-jobs", "Parallel jobs", parallel),
         field("priority", "Priority", priority),
         field("max-attempts", "Max attempts", maxAttempts, "Empty: the processor's own")),
-      field("description", "Description", description),
-      field("tags", "Tags", tags, "Separate tags with commas"),
+      field("description", "Batch description", description, "Shown in the batch list, and searchable there"),
+      field("tags", "Batch tags", tags, "Separate tags with commas"),
       field("webhook-url", "Webhook URL", webhook, "Receives signed POSTs when the batch ends"),
       h("label", { class: "check", for: "webhook-progress" }, webhookProgress, "Also send progress events to the webhook"),
       h("label", { class: "check", for: "start-now" }, startNow, "Start at once (otherwise the batch waits for Start)")),
-    problem,
-    h("div", { class: "buttons" }, checkButton, startButton, startHint),
+      problem,
+      h("div", { class: "buttons" }, checkButton, startButton, startHint)),
   );
 
   main.append(h("h1", {}, "New batch"), form);
@@ -236,7 +238,10 @@ export function newBatchView(main) {
     checkedStamp = null;
     updateStart();
     clearTimeout(timer);
-    if (file()) timer = setTimeout(check, 400);
+    if (file()) {
+      showReport("", h("p", {}, "Checking the file…")); // the previous report no longer applies
+      timer = setTimeout(check, 400);
+    }
   }
 
   // -- events ---------------------------------------------------------------------------------------
@@ -246,6 +251,7 @@ export function newBatchView(main) {
     checkSoon();
   });
   paramsBox.addEventListener("change", checkSoon);
+  paramsBox.addEventListener("input", checkSoon); // debounced: the check starts once typing pauses
   format.addEventListener("change", checkSoon);
   fileInput.addEventListener("change", () => {
     const f = file();

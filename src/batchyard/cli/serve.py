@@ -12,7 +12,7 @@ from rich.console import Console
 from batchyard.cli.env import split_paths
 from batchyard.core.engine import Engine
 from batchyard.core.errors import BatchyardError
-from batchyard.store import open_store
+from batchyard.store import open_store, safe_url
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 EXIT_USAGE = 2
@@ -68,6 +68,30 @@ def serve(
     tenant_max_running: Annotated[int | None, typer.Option(
         "--tenant-max-running", envvar="BATCHYARD_TENANT_MAX_RUNNING", min=1,
         help="Most items a tenant may have running at once (across workers).")] = None,
+    upstream: Annotated[str | None, typer.Option(
+        "--upstream", envvar="BATCHYARD_UPSTREAM", metavar="URL",
+        help="Base URL of an OpenAI-compatible API (http://host:8080/v1): serves OpenAI's Batch API under /v1 "
+             "(files, batches) for the openai package, each request sent there.")] = None,
+    upstream_key_env: Annotated[str, typer.Option(
+        "--upstream-key-env", envvar="BATCHYARD_UPSTREAM_KEY_ENV", metavar="NAME",
+        help="Environment variable holding the upstream's API key.")] = "BATCHYARD_UPSTREAM_KEY",
+    upstream_rpm: Annotated[float | None, typer.Option(
+        "--upstream-rpm", envvar="BATCHYARD_UPSTREAM_RPM", min=0.001,
+        help="Requests per minute per upstream key, across every worker on the store.")] = None,
+    upstream_tpm: Annotated[float | None, typer.Option(
+        "--upstream-tpm", envvar="BATCHYARD_UPSTREAM_TPM", min=1,
+        help="Tokens per minute per upstream key (estimated before sending, corrected from usage).")] = None,
+    upstream_concurrency: Annotated[int, typer.Option(
+        "--upstream-concurrency", envvar="BATCHYARD_UPSTREAM_CONCURRENCY", min=1,
+        help="Upstream requests in flight at once, across every worker on the store.")] = 64,
+    upstream_routes: Annotated[list[str] | None, typer.Option(
+        "--upstream-route", metavar="MODEL=URL[@KEY_ENV]",
+        help="Send this model's requests to another upstream (repeatable; MODEL may end in *; "
+             "BATCHYARD_UPSTREAM_ROUTES: space-separated).")] = None,
+    prices: Annotated[Path | None, typer.Option(
+        "--prices", envvar="BATCHYARD_PRICES", exists=True, dir_okay=False,
+        help="JSON price table for the gateway's costs: model -> {input, output} USD per 1M tokens and "
+             "batch_discount, added to the built-in one.")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the REST API (OpenAPI at /docs), recovering interrupted work at start-up."""
@@ -88,6 +112,15 @@ def serve(
                             max_upload_bytes=int(max_upload_mb * 1024 * 1024))
         settings = settings.model_copy(update={"webhook_url": webhook_url, "tenant_max_queued": tenant_max_queued,
                                                "tenant_max_running": tenant_max_running})
+        if upstream:
+            from batchyard.gateway.config import GatewayConfig
+
+            gateway = {"upstream": upstream, "upstream_key_env": upstream_key_env, "upstream_rpm": upstream_rpm,
+                       "upstream_tpm": upstream_tpm, "upstream_concurrency": upstream_concurrency, "prices": prices}
+            if upstream_routes:
+                gateway["upstream_routes"] = upstream_routes
+            settings = settings.model_copy(update=gateway)
+            GatewayConfig.from_settings(settings)  # now, so that a bad route or price table is one line and exit 2
         keyring = Keyring(engine.store, settings.api_keys)
         adapters.load(settings.mounts)  # now, so that a broken adapter is one line and exit 2, not a traceback
         if webhook_url:
@@ -104,7 +137,9 @@ def serve(
         else:
             err.print("no API keys configured: loopback only, one tenant (default)", highlight=False)
     mode = f"embedded worker, {workers} at once" if workers else "API only (run `batchyard worker` alongside)"
-    err.print(f"batchyard serving {engine.store.url} on http://{host}:{port} ({mode}); docs at /docs",
+    if upstream:
+        mode += f"; OpenAI batch gateway at /v1 -> {upstream}"
+    err.print(f"batchyard serving {safe_url(engine.store.url)} on http://{host}:{port} ({mode}); docs at /docs",
               highlight=False)
     config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 5}
     uvicorn.run(create_app(engine, settings), **config)

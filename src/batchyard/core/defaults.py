@@ -14,6 +14,9 @@ BUFFER_SECONDS = 0.25         # claim ahead about this much work
 FLUSH_ITEMS = 4000            # group commit when this many outcomes wait ...
 FLUSH_SECONDS = 0.05          # ... or the oldest has waited this long
 IDLE_POLL_SECONDS = 0.25      # how often an idle worker looks for work
+IDLE_LISTEN_POLL_SECONDS = 5.0  # ... when its store announces new work (LISTEN): only for work nobody
+                                # announces, such as slots another worker gave up
+HEARTBEAT_MIN_SECONDS = 1.0   # an early heartbeat (the batches a worker runs changed) at most this often
 STATE_POLL_SECONDS = 0.25     # how often a worker checks pause/cancel of batches it holds
 INSERT_CHUNK = 5000           # items per insert statement when a batch is created
 

@@ -337,6 +337,12 @@ class Worker:
         reap_every = self.lease_seconds / 2
         next_heartbeat = next_reap = next_state = next_claim = 0.0
         last_flush = time.monotonic()
+        # A store that announces new work (PostgreSQL's NOTIFY) lets an idle worker wait for that instead
+        # of claiming every IDLE_POLL_SECONDS: an empty claim is a transaction of several statements, and
+        # a fleet of idle workers polling would keep the database busy for nothing.
+        idle_poll = defaults.IDLE_LISTEN_POLL_SECONDS if getattr(store, "announces_work", False) \
+            else defaults.IDLE_POLL_SECONDS
+        beat_batches: set[str] = set()  # the batches named by the last heartbeat
         while not self.stopping:
             now = time.monotonic()
             if len(self.outcomes) >= defaults.FLUSH_ITEMS or \
@@ -350,11 +356,18 @@ class Worker:
                 next_state = now + defaults.STATE_POLL_SECONDS
             if now >= next_claim or self._hungry():
                 got = self._claim()
-                next_claim = now + (defaults.FLUSH_SECONDS if got else defaults.IDLE_POLL_SECONDS)
-            if now >= next_heartbeat:
+                next_claim = now + (defaults.FLUSH_SECONDS if got else
+                                    defaults.IDLE_POLL_SECONDS if self.runners else idle_poll)
+            held = {r.rt.batch_id for r in self.runners.values()}
+            # Heartbeat on time, and also (at most every HEARTBEAT_MIN_SECONDS) when the batches held
+            # change, so that `batchyard workers` and /health say what each worker runs now, not at
+            # its last beat.
+            if now >= next_heartbeat or (held != beat_batches and
+                                         now >= next_heartbeat - heartbeat_every + defaults.HEARTBEAT_MIN_SECONDS):
                 running = {r.rt.batch_id: r.in_flight + len(r.buffer) for r in self.runners.values()}
                 if not store.heartbeat(self.worker_pk, running):
                     self._lost_lease()
+                beat_batches = held
                 next_heartbeat = now + heartbeat_every
             if now >= next_reap:
                 store.reap(self.lease_seconds)

@@ -106,6 +106,10 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(authenticate)],
                            responses={401: errors.ERROR_RESPONSES[401]})
     app.include_router(routes_system.router, prefix=API_PREFIX)  # probes: /health, /metrics, /processors
+    if settings.upstream:  # the OpenAI-compatible batch gateway under /v1 (an edge of its own, imported only then)
+        from batchyard.gateway.routes import install
+
+        install(app, engine, settings)
     dashboard.mount(app)  # last: it serves whatever path no route above took (outside /api/v1)
 
     def openapi() -> dict[str, Any]:

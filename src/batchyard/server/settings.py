@@ -61,6 +61,28 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(defaults.WEBHOOK_TIMEOUT_SECONDS, gt=0)
     webhook_progress_s: float = Field(defaults.WEBHOOK_PROGRESS_SECONDS, gt=0)
 
+    # The OpenAI-compatible batch gateway (batchyard.gateway): on under /v1 when the server has an upstream.
+    upstream: str | None = Field(None, description="Base URL of an OpenAI-compatible API (http://host:8080/v1); "
+                                                   "enables /v1/files and /v1/batches.")
+    upstream_key_env: str = Field("BATCHYARD_UPSTREAM_KEY", description="Environment variable holding the "
+                                                                        "upstream's API key (never stored).")
+    upstream_rpm: float | None = Field(None, gt=0, description="Requests per minute per upstream key.")
+    upstream_tpm: float | None = Field(None, gt=0, description="Tokens per minute per upstream key.")
+    upstream_concurrency: int = Field(64, ge=1, description="Requests in flight at once, across all workers.")
+    upstream_routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Per-model upstreams, MODEL=URL or MODEL=URL@KEY_ENV (a trailing * "
+                                          "makes MODEL a prefix). In BATCHYARD_UPSTREAM_ROUTES, space-separated.")
+    upstream_timeout_s: float = Field(600.0, gt=0, description="Timeout of one upstream request.")
+    prices: Path | None = Field(None, description="JSON price table (model -> input, output per 1M tokens, "
+                                                  "batch_discount) added to the built-in one.")
+    gateway_max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Largest batch input file.")
+    gateway_max_lines: int = Field(50_000, ge=1, description="Most requests in one batch input file.")
+
+    @field_validator("upstream_routes", mode="before")
+    @classmethod
+    def _split_routes(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
     @field_validator("data_roots", "processors", "mounts", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:

@@ -207,3 +207,28 @@ def test_api_keys_are_asked_for_and_kept_for_the_tab(start_server: Callable[...,
     page.get_by_role("button", name="Forget API key").click()
     expect(page.locator("#key-dialog")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('batchyard.apiKey')") is None
+
+
+def test_a_dropped_file_is_checked_and_shared_parameters_fill_its_gaps(start_server: Callable[..., Server],
+                                                                      context: Any, artifacts: Artifacts) -> None:
+    server = start_server("--workers", "0")
+    page = context.new_page()
+    page.goto(server.url + "/#/new")
+    page.get_by_label("Processor", exact=True).select_option("sync-analyze")
+    lines = [{"master_file": "a.wav", "dub_file": "b.wav"}, {"master_file": "c.wav"}, {"master_file": "e.wav"}]
+    dropped = page.evaluate_handle(
+        "([name, text]) => { const dt = new DataTransfer(); dt.items.add(new File([text], name)); return dt; }",
+        ["takes.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n"])
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#file-chosen")).to_contain_text("takes.jsonl")
+    report = page.locator("#validation-report")
+    expect(report).to_contain_text("Not valid")
+    expect(report.locator("li")).to_have_count(2)
+    expect(report.locator("li").first).to_contain_text("Line 2, column dub_file")
+    expect(page.get_by_role("button", name="Start batch")).to_be_disabled()
+    artifacts.screenshot(page, "new-batch-invalid")
+    assert_accessible(page, artifacts, "new-batch-invalid")
+
+    page.get_by_label("Dub File").fill("shared.wav")  # a shared parameter supplies the missing column
+    expect(report).to_contain_text("3 items are ready to run")
+    expect(page.get_by_role("button", name="Start batch")).to_be_enabled()

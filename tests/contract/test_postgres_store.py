@@ -1,22 +1,16 @@
 """The Store contract on PostgreSQL, plus what only the PostgreSQL store has.
 
-One throwaway database per test session (``batchyard_test_<random>``, dropped at the end; with xdist,
-one per worker process) and a fresh schema per test, reached through the URL's ``search_path``: each
-test starts empty without dropping or truncating anything. The server is found at
-``BATCHYARD_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); when it cannot be
-reached these tests skip, except under CI (``CI`` set), where they fail: a green CI must have run them.
+Each test gets a fresh schema of a throwaway database (``tests/pg_fixtures.py``, through this folder's
+conftest): these tests skip when no server can be reached, and fail under CI, which must run them.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -43,49 +37,6 @@ from batchyard.store.sql import migrations
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "batchyard", *args], capture_output=True, text=True, timeout=60)
-
-
-ADMIN_URL = os.environ.get("BATCHYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _with_db(url: str, dbname: str, schema: str | None = None) -> str:
-    parts = urlsplit(url)
-    query = f"options={quote(f'-csearch_path={schema}')}" if schema else ""
-    return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", query, ""))
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A database of its own for this test session; the URL of its default schema."""
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = (f"PostgreSQL is not reachable at {ADMIN_URL} ({str(exc).strip()}); "
-                  f"run `make pg` or set BATCHYARD_TEST_PG")
-        if os.environ.get("CI"):
-            pytest.fail(f"CI runs the PostgreSQL store's tests, but {reason}", pytrace=False)
-        pytest.skip(reason)
-    name = f"batchyard_test_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield _with_db(ADMIN_URL, name)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def pg_admin(pg_database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def pg_url(pg_database: str, pg_admin: psycopg.Connection) -> str:
-    """A fresh, empty schema: the store creates its tables there on first open."""
-    schema = f"t_{secrets.token_hex(6)}"
-    pg_admin.execute(f"CREATE SCHEMA {schema}")
-    return _with_db(pg_database, urlsplit(pg_database).path.lstrip("/"), schema)
 
 
 class TestPostgresStore(StoreContract):
@@ -209,6 +160,7 @@ class TestPostgresStore(StoreContract):
             PostgresStore("postgresql://u:secret@127.0.0.1:1/nowhere?connect_timeout=2")
 
     def test_wait_for_work_times_out_without_work(self, store: PostgresStore) -> None:
+        assert store.wait_for_work(0.15) is True  # the first call starts listening: look for work once
         t0 = time.monotonic()
         assert store.wait_for_work(0.15) is False
         assert 0.1 <= time.monotonic() - t0 < 2
@@ -217,7 +169,7 @@ class TestPostgresStore(StoreContract):
     def test_wait_for_work_wakes_on_new_work(self, store: PostgresStore, reopen: Callable[[], Store],
                                              how: str) -> None:
         other = reopen()  # another machine
-        assert store.wait_for_work(0.01) is False  # listening from now on
+        assert store.wait_for_work(0.01) is True  # listening from now on (the first call says to look once)
         b = new_batch(other, 2, start=how not in ("start",))
         if how == "resume":
             other.transition(b.batch_id, "pause")

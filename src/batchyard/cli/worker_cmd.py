@@ -20,7 +20,7 @@ from batchyard.core import defaults
 from batchyard.core import processor as registry
 from batchyard.core.errors import BatchyardError
 from batchyard.core.worker import Worker
-from batchyard.store import open_store
+from batchyard.store import open_store, safe_url
 
 EXIT_INTERRUPTED = 130
 
@@ -60,7 +60,7 @@ def worker(
     w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [],
                tenant_cap=tenant_max_running)
     w.start()
-    err.print(f"worker {w.name} on {st.url}: {', '.join(sorted(w.processors))}; {concurrency} at once",
+    err.print(f"worker {w.name} on {safe_url(st.url)}: {', '.join(sorted(w.processors))}; {concurrency} at once",
               highlight=False)
     while not stop.wait(0.5):
         if not w.alive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from batchyard.core import defaults
@@ -10,6 +11,14 @@ from batchyard.core.errors import ConfigError
 from batchyard.core.store import Store
 
 PG_SCHEMES = ("postgresql://", "postgres://")
+# A password in a URL: after the user name (``user:secret@``) or as a parameter (``?password=secret``).
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@?#]*):[^@/?#]*@")
+_PARAM_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def safe_url(url: str) -> str:
+    """A store URL fit to print or log: any password replaced by ``***``."""
+    return _PARAM_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
 
 
 def default_url() -> str:

@@ -60,6 +60,7 @@ from batchyard.core.models import (
 from batchyard.core.scheduling import Held, Runnable, plan
 from batchyard.core.states import ITEM_CODE, ITEM_FROM_CODE, BatchStatus
 from batchyard.core.store import RETRY, BatchRuntime, Claimed, ClaimResult, Outcome, Reaped, RecordResult
+from batchyard.store import safe_url
 
 # The SQLite store's helpers for what is not SQL: whether a worker process on this host is alive,
 # how a stored error becomes an ItemError, which final status sends which webhook event, and one
@@ -613,9 +614,7 @@ _SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "sou
               "cost_unit")
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+_safe_url = safe_url  # the URL without its password, for messages
 
 
 def _batch_info(r: _Row) -> BatchInfo:

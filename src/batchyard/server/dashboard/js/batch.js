@@ -165,7 +165,12 @@ export function batchView(main, { batchId }) {
     renderProps(b);
   }
 
+  let propsKey = null;
   function renderProps(b) {
+    // Rebuilt only when something it shows changed, not on every progress event (text stays selectable).
+    const key = JSON.stringify([b.status, b.started_at, b.completed_at, b.parallel, b.priority, b.max_attempts]);
+    if (key === propsKey) return;
+    propsKey = key;
     const policy = b.failure_policy || {};
     const limits = [
       policy.max_failures !== null && policy.max_failures !== undefined ? `more than ${policy.max_failures} failed` : null,

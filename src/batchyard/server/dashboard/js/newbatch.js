@@ -218,12 +218,13 @@ export function newBatchView(main) {
       if (result.valid) {
         checkedStamp = forStamp;
         const cost = result.estimated_cost ? ` Estimated cost: ${fmtCost(result.estimated_cost, result.cost_unit)}.` : "";
-        showReport("ok", h("p", {}, h("strong", {}, "Valid: "), `${fmtInt(result.items)} items are ready to run.${cost}`));
+        const items = result.items === 1 ? "1 item is" : `${fmtInt(result.items)} items are`;
+        showReport("ok", h("p", {}, h("strong", {}, "Valid: "), `${items} ready to run.${cost}`));
       } else {
         checkedStamp = null;
         showReport("bad", h("p", {}, h("strong", {}, "Not valid: "),
           `${fmtInt(result.problems.length)} problem${result.problems.length === 1 ? "" : "s"} `
-          + `(${fmtInt(result.items)} valid items read).`), problemList(result.problems));
+          + `(${fmtInt(result.items)} valid item${result.items === 1 ? "" : "s"} read).`), problemList(result.problems));
       }
     } catch (err) {
       if (abort.signal.aborted || mine !== checking) return;

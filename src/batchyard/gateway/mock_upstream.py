@@ -179,6 +179,8 @@ class MockUpstream:
             await asyncio.sleep(b.latency_ms / 1000)
         if status == 200 and not isinstance(body, dict):
             status, message = 400, "The body must be a JSON object."
+        elif status == 200 and not body.get("model"):
+            status, message = 400, "you must provide a model parameter"
         with self._lock:
             self.stats.records.append(Record(time.time(), key, status, rid))
             if status == 200:

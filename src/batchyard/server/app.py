@@ -24,6 +24,7 @@ from batchyard.server import (
     dashboard,
     errors,
     events,
+    middleware,
     mounts,
     results,
     routes_batches,
@@ -98,7 +99,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     app.state.metrics = registry_for(engine.store)
     app.state.keyring = Keyring(engine.store, settings.api_keys)
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, limit=settings.max_upload_bytes)
+    middleware.install(app, max_body_bytes=settings.max_upload_bytes)
     # Adapters first: the first matching route wins, so a seed's path that collides with ours is theirs.
     for router in mounts.load(settings.mounts):
         app.include_router(router, dependencies=[Depends(authenticate)])

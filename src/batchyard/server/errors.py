@@ -190,54 +190,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(body("internal_error", "internal server error; see the server log"), status_code=500)
+        # Starlette calls this from its outermost middleware, outside RequestId's send: set the header here.
+        # No traceback or exception text in the body: it may name files, queries or secrets.
+        rid = getattr(request.state, "request_id", None) or "-"
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc)
+        return JSONResponse(body("internal_error", f"internal server error; see the server log for request {rid}",
+                                 {"request_id": rid}), status_code=500, headers={"X-Request-ID": rid})
 
     app.add_exception_handler(BatchyardError, batchyard_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
-
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, by Content-Length or as they stream."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            _, content = describe(PayloadTooLarge(self.limit))
-            await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive, send)
-            return
-        seen, refused = 0, False
-
-        async def counted() -> Any:
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:  # answer 413 now; the app sees a client that went away
-                    refused = True
-                    _, content = describe(PayloadTooLarge(self.limit))
-                    await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive,
-                                                                                                  send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Any) -> None:
-            if not refused:
-                await send(message)
-
-        try:
-            await self.app(scope, counted, guarded_send)
-        except Exception:
-            if not refused:
-                raise

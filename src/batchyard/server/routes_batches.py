@@ -22,6 +22,7 @@ from batchyard.core.states import BatchStatus, ItemStatus
 from batchyard.server import submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
 from batchyard.server.errors import ERROR_RESPONSES, ErrorResponse
+from batchyard.server.middleware import json_too_deep, too_deep_message
 from batchyard.server.schemas import (
     Batch,
     BatchCreate,
@@ -77,6 +78,8 @@ def _form_options(processor: str, params: str | None, parallel_jobs: int, priori
                   max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
                   description: str | None, tags: list[str] | None, start: bool, dry_run: bool,
                   webhook: dict[str, Any] | None) -> SubmitOptions:
+    if params and json_too_deep(params):  # json.loads would raise RecursionError (a 500) near 1,000 levels
+        raise InputError([InputProblem(line=None, column="params", reason=too_deep_message("params"))])
     try:
         shared = json.loads(params) if params else {}
     except ValueError as exc:

@@ -84,6 +84,10 @@ def serve(
     upstream_concurrency: Annotated[int, typer.Option(
         "--upstream-concurrency", envvar="BATCHYARD_UPSTREAM_CONCURRENCY", min=1,
         help="Upstream requests in flight at once, across every worker on the store.")] = 64,
+    upstream_recovery_s: Annotated[float, typer.Option(
+        "--upstream-recovery-s", envvar="BATCHYARD_UPSTREAM_RECOVERY_S", min=0.01,
+        help="After the upstream stops refusing (429/503), seconds for the shared rate to grow from half back "
+             "to full (additive increase).")] = 10.0,
     upstream_routes: Annotated[list[str] | None, typer.Option(
         "--upstream-route", metavar="MODEL=URL[@KEY_ENV]",
         help="Send this model's requests to another upstream (repeatable; MODEL may end in *; "
@@ -116,7 +120,8 @@ def serve(
             from batchyard.gateway.config import GatewayConfig
 
             gateway = {"upstream": upstream, "upstream_key_env": upstream_key_env, "upstream_rpm": upstream_rpm,
-                       "upstream_tpm": upstream_tpm, "upstream_concurrency": upstream_concurrency, "prices": prices}
+                       "upstream_tpm": upstream_tpm, "upstream_concurrency": upstream_concurrency, "prices": prices,
+                       "upstream_recovery_s": upstream_recovery_s}
             if upstream_routes:
                 gateway["upstream_routes"] = upstream_routes
             settings = settings.model_copy(update=gateway)

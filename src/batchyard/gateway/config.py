@@ -68,7 +68,7 @@ class GatewayConfig:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"prices: {exc}") from None
         return cls(default=Upstream(settings.upstream, settings.upstream_key_env), routes=tuple(routes),
-                   nominal=Nominal(settings.upstream_rpm, settings.upstream_tpm),
+                   nominal=Nominal(settings.upstream_rpm, settings.upstream_tpm, 0.5 / settings.upstream_recovery_s),
                    concurrency=settings.upstream_concurrency, timeout_s=settings.upstream_timeout_s, prices=prices,
                    max_file_bytes=settings.gateway_max_file_bytes, max_lines=settings.gateway_max_lines)
 

@@ -26,7 +26,7 @@ HORIZON = 1.0            # seconds ahead a reservation may be made
 TOLERANCE = 0.0          # seconds of burst allowed above the rate (0: strictly even spacing)
 DECREASE = 0.5           # multiplicative decrease on a 429/503
 DECREASE_GAP = 1.0       # at most one decrease per this many seconds (one episode, many refused requests)
-INCREASE_PER_S = 0.05    # additive increase: this share of the nominal rate per second
+INCREASE_PER_S = 0.05    # additive increase: this share of the nominal rate per second (half to full in 10 s)
 MIN_FACTOR = 0.02        # the rate never drops below this share of nominal
 MIN_RPS = 0.2            # nor below this many requests per second
 EVENTS_KEPT = 20         # throttling events kept in the document, newest last
@@ -38,6 +38,7 @@ class Nominal:
 
     rpm: float | None = None
     tpm: float | None = None
+    increase_per_s: float = INCREASE_PER_S
 
     @property
     def limited(self) -> bool:
@@ -75,12 +76,13 @@ def recover(state: dict[str, Any] | None, now: float, nominal: Nominal) -> dict[
     increase since it was last written."""
     s = dict(state) if state else fresh(nominal)
     s["rpm"], s["tpm"] = nominal.rpm, nominal.tpm
-    last = s.get("updated_at") or now
+    last = s.get("updated_at")
+    last = now if last is None else last
     dt = max(0.0, now - last)
     if dt and now >= s.get("backoff_until", 0):
-        s["factor"] = min(1.0, s["factor"] + INCREASE_PER_S * dt)
+        s["factor"] = min(1.0, s["factor"] + nominal.increase_per_s * dt)
         if s.get("learned_rps") is not None and s.get("base_rps"):
-            s["learned_rps"] += s["base_rps"] * INCREASE_PER_S * dt
+            s["learned_rps"] += s["base_rps"] * nominal.increase_per_s * dt
             if s["learned_rps"] >= 2 * s["base_rps"]:  # well past where it was refused: lift the limit
                 s["learned_rps"] = s["base_rps"] = None
     s["updated_at"] = now
@@ -130,7 +132,8 @@ def throttled(state: dict[str, Any] | None, now: float, nominal: Nominal, status
     wait = retry_after if retry_after is not None else 1.0
     s["backoff_until"] = max(s["backoff_until"], now + wait)
     s["throttles"] = s.get("throttles", 0) + 1
-    decreased = now - (s.get("throttled_at") or 0) >= DECREASE_GAP
+    last = s.get("throttled_at")
+    decreased = last is None or now - last >= DECREASE_GAP
     if decreased:
         if nominal.limited:
             s["factor"] = max(MIN_FACTOR, s["factor"] * DECREASE)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
         default_factory=list, description="Per-model upstreams, MODEL=URL or MODEL=URL@KEY_ENV (a trailing * "
                                           "makes MODEL a prefix). In BATCHYARD_UPSTREAM_ROUTES, space-separated.")
     upstream_timeout_s: float = Field(600.0, gt=0, description="Timeout of one upstream request.")
+    upstream_recovery_s: float = Field(10.0, gt=0, description="After the upstream stops refusing (429/503), "
+                                                                "seconds for the rate to grow from half back to full.")
     prices: Path | None = Field(None, description="JSON price table (model -> input, output per 1M tokens, "
                                                   "batch_discount) added to the built-in one.")
     gateway_max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Largest batch input file.")

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchyard.core.engine import Engine
+from batchyard.io.nesting import MAX_JSON_DEPTH, json_too_deep
 from batchyard.server.app import create_app
-from batchyard.server.middleware import MAX_JSON_DEPTH, json_too_deep
 from batchyard.server.settings import Settings
 from batchyard.store import open_store
 
@@ -102,3 +102,13 @@ def test_deep_json_is_422_before_parsing(app_client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
     assert "nested deeper than 100 levels" in r.json()["error"]["message"]
     assert app_client.get("/api/v1/batches").json()["batches"] == []
+
+
+def test_values_are_measured_without_recursion() -> None:
+    from batchyard.io.nesting import value_too_deep
+
+    deep: Any = 1
+    for _ in range(50_000):  # far past the recursion limit: the check itself must not recurse
+        deep = [deep]
+    assert value_too_deep(deep) and not value_too_deep(nested(MAX_JSON_DEPTH))
+    assert value_too_deep(nested(MAX_JSON_DEPTH + 1)) and not value_too_deep("x" * 10)

@@ -125,7 +125,7 @@ def test_literal_and_odd_spellings_are_judged_by_their_address() -> None:
         with pytest.raises(UrlNotAllowed, match="loopback") as exc:
             check_url(url, allow_private=False)
         assert not isinstance(exc.value, InvalidUrl)  # well-formed, refused: 403
-    with pytest.raises(UrlNotAllowed, match="10.0.0.1 \\(private"):
+    with pytest.raises(UrlNotAllowed, match=r"10.0.0.1 \(private"):
         check_url("http://012.0.0.1/", allow_private=False)  # octal 012 is 10, not 12
 
 

@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from batchyard.io.files import list_files
 from batchyard.io.keyindex import KeyIndex
+from batchyard.io.nesting import json_too_deep, too_deep_message, value_too_deep
 from batchyard.io.problems import Problems
 from batchyard.io.validation import RowValidator
 
@@ -124,6 +125,9 @@ def read_jsonl(src: InputSource, validator: RowValidator, problems: Problems) ->
         for lineno, line in decoded_lines(fh, problems):
             if not line.strip():
                 continue
+            if json_too_deep(line):  # before parsing: the parser would raise RecursionError
+                problems.add(lineno, too_deep_message("the line"))
+                continue
             try:
                 value = loads(line)
             except ValueError as exc:
@@ -171,6 +175,9 @@ def read_json(src: InputSource, validator: RowValidator, problems: Problems) -> 
         n = 0
         try:
             for n, value in enumerate(ijson.items(_Replay(head, fh), "item", use_float=True), 1):
+                if value_too_deep(value):  # ijson builds any depth; storing it could not encode it again
+                    problems.add(n, too_deep_message("the item"))
+                    continue
                 key = checker.check(n, value)
                 if not problems.items:
                     yield key, value

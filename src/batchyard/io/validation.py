@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from batchyard.io.nesting import json_too_deep, too_deep_message
 from batchyard.io.problems import Problems
 
 _LISTS = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet,
@@ -155,6 +156,9 @@ class RowValidator:
                     bad.append((col, "required value is empty"))
                 continue
             if kind.is_json or (kind.is_list and text[0] == "["):
+                if json_too_deep(text):  # the parser would raise RecursionError
+                    bad.append((col, too_deep_message("the cell")))
+                    continue
                 try:
                     payload[col] = json.loads(text)
                 except ValueError as exc:

@@ -1,5 +1,5 @@
 """ASGI middleware that guards every request before a route sees it: a request id, a body size limit and
-a JSON nesting limit.
+a JSON nesting limit (``io.nesting``).
 
 Pure ASGI (no ``BaseHTTPMiddleware``): they run on every call, status polls included, so they add a few
 microseconds and never buffer a response. Order, outermost first (``install``): ``RequestId`` (so that even a
@@ -16,16 +16,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
+from batchyard.io.nesting import MAX_JSON_DEPTH, json_too_deep, too_deep_message
 from batchyard.server.errors import PayloadTooLarge, body, describe
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming id is reused (so a client or proxy can follow its own id through our log) when it is short
 # and plain; anything else (a 10 kB header, control characters for log injection) is replaced.
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
-# Deeper JSON than this is refused before parsing: legitimate payloads (an OpenAI request, a seed's row)
-# nest a handful of levels, while Python's parser raises RecursionError near 1,000 and anything stored
-# near that depth could not be read back through a deeper stack.
-MAX_JSON_DEPTH = 100
 
 Scope = dict[str, Any]
 
@@ -113,37 +110,6 @@ class BodyLimit:
 
 # -- JSON nesting ------------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"[^"]*"')  # once escapes are gone, a string is quote to quote
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_SQUARE = bytes.maketrans(b"{}", b"[]")
-
-
-def json_too_deep(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text ``data`` nests arrays and objects deeper than ``limit``, without parsing it.
-
-    All in C-level bytes operations (tens of milliseconds for megabytes): drop escapes (``\\\\`` first, so
-    that a remaining ``\\"`` is an escaped quote), keep only quotes and brackets, drop strings (a bracket
-    in one is text, and a string of ``]`` could otherwise hide depth), then peel the innermost pairs: one
-    ``replace`` pass removes exactly one level. Text that is not JSON gets some answer; the parser then
-    says what is wrong with it.
-    """
-    raw = data.encode() if isinstance(data, str) else data
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case: cannot be deeper than it has openers
-        return False
-    raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE).replace(b'""', b"")
-    if b'"' in raw:  # strings holding brackets
-        raw = _STRING.sub(b"", raw)
-    brackets = raw.translate(_SQUARE)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = brackets.replace(b"[]", b"")
-    return bool(brackets)
-
-
-def too_deep_message(what: str = "the request body", limit: int = MAX_JSON_DEPTH) -> str:
-    return f"{what}: JSON nested deeper than {limit} levels of arrays and objects; flatten it"
-
 
 def _is_json(scope: Scope) -> bool:
     ctype = next((v for k, v in scope.get("headers") or () if k == b"content-type"), b"")
@@ -180,7 +146,8 @@ class JsonDepthLimit:
                 break
         data = b"".join(chunks)
         if json_too_deep(data, self.limit):
-            content = body("invalid_request", too_deep_message(limit=self.limit), {"max_depth": self.limit})
+            message = too_deep_message("the request body", self.limit)
+            content = body("invalid_request", message, {"max_depth": self.limit})
             await JSONResponse(content, status_code=422)(scope, receive, send)
             return
         await self.app(scope, _replay([{"type": "http.request", "body": data, "more_body": False}], receive), send)

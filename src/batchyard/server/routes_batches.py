@@ -19,10 +19,10 @@ from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
 from batchyard.core.states import BatchStatus, ItemStatus
+from batchyard.io.nesting import json_too_deep, too_deep_message
 from batchyard.server import submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
 from batchyard.server.errors import ERROR_RESPONSES, ErrorResponse
-from batchyard.server.middleware import json_too_deep, too_deep_message
 from batchyard.server.schemas import (
     Batch,
     BatchCreate,

@@ -36,6 +36,11 @@ def worker(
     tenant_max_running: Annotated[int | None, typer.Option(
         "--tenant-max-running", envvar="BATCHYARD_TENANT_MAX_RUNNING", min=1,
         help="Most items one tenant may have running across all workers (give every worker the same).")] = None,
+    lease_seconds: Annotated[float, typer.Option(
+        "--lease-seconds", envvar="BATCHYARD_LEASE_SECONDS", min=0.1,
+        help="A worker silent this long is presumed dead and its items run again elsewhere (give every worker "
+             "and server on the store the same; the server reads BATCHYARD_LEASE_SECONDS too).")] =
+        defaults.LEASE_SECONDS,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run items of every runnable batch in the store until SIGTERM/SIGINT, then stop gracefully."""
@@ -58,7 +63,7 @@ def worker(
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [],
-               tenant_cap=tenant_max_running)
+               tenant_cap=tenant_max_running, lease_seconds=lease_seconds)
     w.start()
     err.print(f"worker {w.name} on {safe_url(st.url)}: {', '.join(sorted(w.processors))}; {concurrency} at once",
               highlight=False)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from batchyard.core import defaults
+from batchyard.core import defaults, failpoints
 from batchyard.core.execute import (
     Attempt,
     ChildProcess,
@@ -135,6 +135,8 @@ class Runner:
             return c
 
     def _done(self, idx: int, token: object, c: Claimed, a: Attempt) -> None:
+        if failpoints.ARMED:
+            failpoints.hit("after_processor")
         cur = self.current.get(idx)
         if cur is None or cur[2] is not token:
             return  # abandoned after a timeout: the pump already recorded this item
@@ -177,6 +179,7 @@ class Runner:
         current, outcomes = self.current, self.worker.outcomes
         append = outcomes.append
         clock = time.time_ns
+        fail_after = failpoints.armed("after_processor")
         while (c := self._next(idx, token)) is not None:
             started = clock() // 1000  # integer microseconds, as outcomes carry them
             current[idx] = (c, started / 1e6, token)
@@ -195,6 +198,8 @@ class Runner:
                         ctx.cost if ctx.cost is not None else default_cost, None))
                 d = (finished - started) / 1e6
                 self.avg = d if self.avg is None else self.avg * 0.9 + d * 0.1
+            if fail_after:  # the outcome is only in memory yet: crashing here loses it, as in _done
+                failpoints.hit("after_processor")
             del current[idx]
             if len(outcomes) >= defaults.FLUSH_ITEMS:
                 self.worker.poke()
@@ -397,6 +402,8 @@ class Worker:
         held = {pk: r.held() for pk, r in self.runners.items() if not r.closed}
         res = self.store.claim(self.worker_pk, self.processors, self.concurrency, held, self.only,
                                self.tenant_cap)
+        if res.items:
+            failpoints.hit("after_claim")
         n = 0
         for pk, grant in res.grants.items():
             runner = self.runners.get(pk)
@@ -438,6 +445,7 @@ class Worker:
         if batch:
             assert self.worker_pk is not None
             res = self.store.record(self.worker_pk, batch)
+            failpoints.hit("after_commit")
             self.recorded += res.accepted
             if res.refused:
                 log.warning("%d outcomes refused: their leases had been taken over", res.refused)

@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from batchyard.core import defaults, limits, states
+from batchyard.core import defaults, failpoints, limits, states
 from batchyard.core.errors import ConfigError, InputError, InvalidTransition, NotFound, SchemaVersionError
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
@@ -587,6 +587,7 @@ class PostgresStore(PostgresFiles, PostgresService):
                     stats.setdefault(row["processor"], Stats()).add(
                         kinds, (o[6] - o[5] for o in group if o[2] != RETRY))
                     self._settle(conn, row)
+            failpoints.hit("mid_commit")  # items and counters written, not committed: the fault tests crash here
             # Last, after every batch row: the stats rows are the most contended, held the shortest.
             for proc in sorted(stats):
                 st = stats[proc]

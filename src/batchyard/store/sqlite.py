@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from batchyard.core import defaults, limits, states
+from batchyard.core import defaults, failpoints, limits, states
 from batchyard.core.errors import ConfigError, InputError, InvalidTransition, NotFound, SchemaVersionError
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
@@ -564,6 +564,7 @@ class SQLiteStore(SQLiteFiles):
                 c["cost"] += sum(o[7] for o in accepted if o[7])
                 if kind != RETRY:
                     durations.setdefault(batch_pk, []).extend(o[6] - o[5] for o in accepted)
+            failpoints.hit("mid_commit")  # items written, counters not: the fault tests crash here
             stats: dict[str, Stats] = {}
             for batch_pk, c in per_batch.items():
                 proc = conn.execute(Q["count_recorded"], {**c, "now": now, "pk": batch_pk}).fetchone()

@@ -72,6 +72,17 @@ class Webhook(BaseModel):
 WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.progress")
 
 
+class Idempotency(BaseModel):
+    """A submission's idempotency key (HTTP ``Idempotency-Key``) and a hash of the request it came with.
+
+    A store creates at most one batch per tenant and key, recording the key in the transaction that creates
+    the batch, so two racing retries cannot both create one."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str = Field(min_length=1, max_length=255)
+    request_hash: str
+
+
 class BatchSpec(BaseModel):
     """Everything a batch is created with, apart from its items."""
 
@@ -85,6 +96,7 @@ class BatchSpec(BaseModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     tenant: str = DEFAULT_TENANT
+    idempotency: Idempotency | None = None  # kept in the store's own table, not in the batch's spec
     source: str | None = None
     fingerprint: str | None = None
     cost_per_item: float = 0.0

@@ -88,6 +88,14 @@ class Reaped(NamedTuple):
     batches: int = 0
 
 
+class IdempotencyRecord(NamedTuple):
+    """The batch a tenant's idempotency key created, and the hash of the request that created it."""
+
+    batch_id: str
+    request_hash: str
+    created_at: float  # seconds since the epoch
+
+
 class DueDelivery(NamedTuple):
     """A webhook delivery claimed for sending (its lease keeps other servers off it for a while)."""
 
@@ -164,6 +172,12 @@ class Store(Protocol):
     def finish_delivery(self, delivery_id: str, attempt: dict[str, Any], next_attempt_at: float | None,
                         delivered: bool) -> None: ...
     def list_deliveries(self, batch_id: str) -> list[WebhookDelivery]: ...
+
+    # idempotency keys: ``create_batch`` with ``spec.idempotency`` records the key in its own transaction and
+    # raises ``IdempotencyConflict`` (creating nothing) when the tenant used the key already
+    def find_idempotency_key(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        """What the tenant's ``key`` created; None when unused. A key is deleted with its batch."""
+        ...
 
     # API keys (the secret is never stored: only its SHA-256)
     def add_api_key(self, key_id: str, tenant: str, name: str | None, digest: str) -> ApiKeyInfo: ...

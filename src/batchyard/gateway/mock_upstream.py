@@ -314,9 +314,11 @@ class MockUpstream:
         return JSONResponse(asdict(self.behaviour))
 
     async def _stats(self, request: Request) -> JSONResponse:
+        ok = [r.at for r in self.records() if r.status == 200]
         return JSONResponse({"per_second": self.rate_series(), "ok_per_second": self.rate_series(ok_only=True),
                              "refused_by_limit": self.stats.refused_by_limit,
-                             "refused_at_random": self.stats.refused_at_random, "requests": len(self.records())})
+                             "refused_at_random": self.stats.refused_at_random, "requests": len(self.records()),
+                             "ok": len(ok), "first_ok_at": min(ok, default=None), "last_ok_at": max(ok, default=None)})
 
 
 def main() -> None:

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from batchyard.core import defaults
-from batchyard.core.errors import BatchyardError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.errors import BatchyardError, IdempotencyConflict, InvalidTransition, NotFound, SchemaVersionError
 from batchyard.core.limits import RateLimit
-from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, NewItem, Priority
+from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, Idempotency, NewItem, Priority
 from batchyard.core.processor import Processor, get
 from batchyard.core.scheduling import Held
 from batchyard.core.store import FAIL, OK, RETRY, Claimed, ClaimResult, Outcome, Store
@@ -1154,6 +1154,52 @@ class StoreContract:
         assert store.revoke_api_key("key_a").revoked_at is not None  # revoking twice is harmless
         with pytest.raises(NotFound):
             store.revoke_api_key("key_nope")
+
+    def test_an_idempotency_key_creates_one_batch_per_tenant(self, store: Store) -> None:
+        key = Idempotency(key="order-42", request_hash="h1")
+        first = new_batch(store, 3, idempotency=key)
+        found = store.find_idempotency_key("default", "order-42")
+        assert found is not None and (found.batch_id, found.request_hash) == (first.batch_id, "h1")
+        assert abs(found.created_at - time.time()) < 60
+        for again in (key, Idempotency(key="order-42", request_hash="h2")):  # same request or not: nothing new
+            with pytest.raises(IdempotencyConflict) as info:
+                new_batch(store, 5, idempotency=again)
+            assert (info.value.batch_id, info.value.request_hash) == (first.batch_id, "h1")
+        assert [b.batch_id for b in store.list_batches()] == [first.batch_id]  # rolled back whole
+        other = new_batch(store, 1, idempotency=key, tenant="acme")  # keys are per tenant
+        assert other.batch_id != first.batch_id
+        assert store.find_idempotency_key("acme", "order-42").batch_id == other.batch_id  # type: ignore[union-attr]
+        assert store.find_idempotency_key("default", "order-43") is None
+        assert store.find_idempotency_key("beta", "order-42") is None
+
+    def test_an_idempotency_key_goes_with_its_batch(self, store: Store) -> None:
+        key = Idempotency(key="k", request_hash="h")
+        b = new_batch(store, 0, idempotency=key)  # no items: completed at once, so it may be deleted
+        store.delete_batch(b.batch_id)
+        assert store.find_idempotency_key("default", "k") is None
+        again = new_batch(store, 1, idempotency=Idempotency(key="k", request_hash="h2"))
+        assert store.find_idempotency_key("default", "k").batch_id == again.batch_id  # type: ignore[union-attr]
+
+    def test_racing_submissions_with_one_key_create_one_batch(self, store: Store, reopen: Callable[[], Store]) -> None:
+        handles = [store, *(reopen() for _ in range(3))]  # as several servers on one store would
+        created: list[str] = []
+        conflicts: list[str] = []
+        barrier = threading.Barrier(len(handles))
+
+        def submit(s: Store) -> None:
+            barrier.wait()
+            try:
+                created.append(new_batch(s, 200, idempotency=Idempotency(key="race", request_hash="h")).batch_id)
+            except IdempotencyConflict as exc:
+                conflicts.append(exc.batch_id)
+
+        threads = [threading.Thread(target=submit, args=(s,)) for s in handles]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(created) == 1 and conflicts == created * (len(handles) - 1)
+        assert [b.batch_id for b in store.list_batches()] == created
 
     def test_settings_are_set_once(self, store: Store, reopen: Callable[[], Store]) -> None:
         assert store.get_setting("webhook_secret") is None

@@ -6,6 +6,7 @@
     ├── InputError             bad input; carries every problem found (file, line, column, reason)
     ├── NotFound               no batch / item with that id
     ├── InvalidTransition      the state table forbids this change (the REST API answers 409)
+    ├── IdempotencyConflict    the tenant already created a batch with this idempotency key
     └── SchemaVersionError     the store's schema is newer or older than this code knows
 
     PermanentError             raised *by processors*: fail the item now, do not retry
@@ -47,6 +48,16 @@ class InvalidTransition(BatchyardError):
 
 class SchemaVersionError(BatchyardError):
     pass
+
+
+class IdempotencyConflict(BatchyardError):
+    """``Store.create_batch``: the tenant already used ``key``, for batch ``batch_id`` from a request that
+    hashed to ``request_hash``; nothing was created. (The caller compares hashes: the same request is a retry
+    to answer with that batch, another one a misuse of the key.)"""
+
+    def __init__(self, key: str, batch_id: str, request_hash: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used, for batch {batch_id}")
+        self.key, self.batch_id, self.request_hash = key, batch_id, request_hash
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,8 @@ class PostgresStore(PostgresFiles, PostgresService):
                 "start": start}).fetchone()
             assert row is not None
             pk = row["pk"]
+            if spec.idempotency is not None:  # first: a racing retry waits here for this transaction, then conflicts
+                self._take_idempotency_key(conn, spec.tenant, spec.idempotency.key, spec.idempotency.request_hash, pk)
             n = 0
             rows = iter(items)
             while chunk := list(islice(rows, defaults.INSERT_CHUNK)):

@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 
-from batchyard.core.errors import NotFound
+from batchyard.core.errors import IdempotencyConflict, NotFound
 from batchyard.core.models import ApiKeyInfo, BatchInfo, ProcessorStats, WebhookDelivery, ts
-from batchyard.core.store import DueDelivery
+from batchyard.core.store import DueDelivery, IdempotencyRecord
 from batchyard.store.sql import queries
 
 Q = queries("postgres")
@@ -108,6 +108,31 @@ class PostgresService:
                                                   "digest": digest}).fetchone()
         assert row is not None
         return _key_info(row)
+
+    # -- idempotency keys --------------------------------------------------------------------
+
+    def _take_idempotency_key(self, conn: psycopg.Connection[_Row], tenant: str, key: str, request_hash: str,
+                              pk: int) -> None:
+        """In ``create_batch``'s transaction. A concurrent insert of the same key waits for the other
+        transaction: if it commits, this one conflicts (and, raising, rolls its batch back)."""
+        cur = conn.execute("INSERT INTO idempotency_keys (tenant, key, request_hash, batch_pk) "
+                           "VALUES (%(tenant)s, %(key)s, %(hash)s, %(pk)s) ON CONFLICT (tenant, key) DO NOTHING",
+                           {"tenant": tenant, "key": key, "hash": request_hash, "pk": pk})
+        if cur.rowcount == 0:
+            found = self._find_idempotency_key(conn, tenant, key)
+            assert found is not None  # a key goes with its batch, in one transaction
+            raise IdempotencyConflict(key, found.batch_id, found.request_hash)
+
+    @staticmethod
+    def _find_idempotency_key(conn: psycopg.Connection[_Row], tenant: str, key: str) -> IdempotencyRecord | None:
+        row = conn.execute("SELECT b.id, k.request_hash, extract(epoch FROM k.created_at)::float8 AS created_at "
+                           "FROM idempotency_keys k JOIN batches b ON b.pk = k.batch_pk "
+                           "WHERE k.tenant = %(tenant)s AND k.key = %(key)s", {"tenant": tenant, "key": key}).fetchone()
+        return IdempotencyRecord(row["id"], row["request_hash"], row["created_at"]) if row else None
+
+    def find_idempotency_key(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        with self._conn() as conn:
+            return self._find_idempotency_key(conn, tenant, key)
 
     def find_api_key(self, digest: str) -> ApiKeyInfo | None:
         with self._conn() as conn:

@@ -27,7 +27,14 @@ from typing import Any
 import psutil
 
 from batchyard.core import defaults, failpoints, limits, states
-from batchyard.core.errors import ConfigError, InputError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.errors import (
+    ConfigError,
+    IdempotencyConflict,
+    InputError,
+    InvalidTransition,
+    NotFound,
+    SchemaVersionError,
+)
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
@@ -56,6 +63,7 @@ from batchyard.core.store import (
     Claimed,
     ClaimResult,
     DueDelivery,
+    IdempotencyRecord,
     Outcome,
     Reaped,
     RecordResult,
@@ -170,6 +178,9 @@ class SQLiteStore(SQLiteFiles):
                 "max_attempts": spec.max_attempts, "spec": spec_json, "fingerprint": spec.fingerprint,
                 "now": now, "started_at": now if start else None})
             pk = cur.lastrowid
+            if spec.idempotency is not None:  # first: a retry that lost the race reads no items
+                self._take_idempotency_key(conn, spec.tenant, spec.idempotency.key, spec.idempotency.request_hash,
+                                           pk, now)
             first = conn.execute(Q["next_item_id"]).fetchone()[0]
             next_id = first
             insert = Q["insert_items"]
@@ -340,6 +351,7 @@ class SQLiteStore(SQLiteFiles):
         conn.execute(Q["delete_items"], (first, last))
         conn.execute(Q["delete_batch"], (pk,))
         conn.execute("DELETE FROM slots WHERE batch_pk = ?", (pk,))
+        conn.execute("DELETE FROM idempotency_keys WHERE batch_pk = ?", (pk,))
 
     def cleanup(self, older_than: float) -> list[str]:
         with self._write() as conn:
@@ -730,6 +742,27 @@ class SQLiteStore(SQLiteFiles):
         with self._write() as conn:
             conn.execute(Q["add_api_key"], (key_id, tenant, name, digest, now))
         return ApiKeyInfo(key_id=key_id, tenant=tenant, name=name, created_at=ts(now))
+
+    # -- idempotency keys --------------------------------------------------------------------
+
+    def _take_idempotency_key(self, conn: sqlite3.Connection, tenant: str, key: str, request_hash: str, pk: int,
+                              now: float) -> None:
+        cur = conn.execute("INSERT INTO idempotency_keys (tenant, key, request_hash, batch_pk, created_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, key) DO NOTHING",
+                           (tenant, key, request_hash, pk, now))
+        if cur.rowcount == 0:  # raising rolls the batch back
+            found = self._find_idempotency_key(conn, tenant, key)
+            assert found is not None  # a key goes with its batch, in one transaction
+            raise IdempotencyConflict(key, found.batch_id, found.request_hash)
+
+    def _find_idempotency_key(self, conn: sqlite3.Connection, tenant: str, key: str) -> IdempotencyRecord | None:
+        row = conn.execute("SELECT b.id, k.request_hash, k.created_at FROM idempotency_keys k "
+                           "JOIN batches b ON b.pk = k.batch_pk WHERE k.tenant = ? AND k.key = ?",
+                           (tenant, key)).fetchone()
+        return IdempotencyRecord(row[0], row[1], row[2]) if row else None
+
+    def find_idempotency_key(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        return self._find_idempotency_key(self._conn(), tenant, key)
 
     def find_api_key(self, digest: str) -> ApiKeyInfo | None:
         row = self._conn().execute(Q["find_api_key"], (digest,)).fetchone()

@@ -127,7 +127,8 @@ RETURNING *;
 -- name: delete_batches
 WITH i AS (DELETE FROM items WHERE batch_pk = ANY(%(pks)s)),
      s AS (DELETE FROM slots WHERE batch_pk = ANY(%(pks)s)),
-     d AS (DELETE FROM webhook_deliveries WHERE batch_pk = ANY(%(pks)s) AND status <> 'pending')
+     d AS (DELETE FROM webhook_deliveries WHERE batch_pk = ANY(%(pks)s) AND status <> 'pending'),
+     k AS (DELETE FROM idempotency_keys WHERE batch_pk = ANY(%(pks)s))
 DELETE FROM batches WHERE pk = ANY(%(pks)s);
 
 -- name: old_final_batches

@@ -689,9 +689,11 @@ from batchyard.cli.db_cmd import db  # noqa: E402
 from batchyard.cli.keys_cmd import keys, webhook_secret  # noqa: E402  (service commands: their own modules)
 from batchyard.cli.serve import serve  # noqa: E402
 from batchyard.cli.worker_cmd import worker  # noqa: E402
+from batchyard.cli.workers_cmd import workers  # noqa: E402
 
 app.command("serve")(serve)
 app.command("worker")(worker)
+app.command("workers")(workers)
 app.add_typer(db, name="db")
 app.add_typer(keys, name="keys")
 app.command("webhook-secret")(webhook_secret)

@@ -89,7 +89,8 @@ def test_upload_watch_pause_resume_cancel_download(start_server: Callable[..., S
     expect(status).to_contain_text("paused (user)")
     expect(row).to_contain_text("paused")
     expect(page.get_by_role("button", name="Resume")).to_be_enabled()
-    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Resume").focus()  # by keyboard: the controls are real buttons
+    page.keyboard.press("Enter")
     expect(status).to_contain_text("running")
     expect(page.get_by_role("button", name="Pause")).to_be_enabled()
 

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from batchyard.core.errors import (
     BatchyardError,
     ConfigError,
+    IdempotencyConflict,
     InputError,
     InputProblem,
     InvalidTransition,
@@ -106,6 +107,7 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (InvalidPath, 422, "invalid_path"),
     (PathNotAllowed, 403, "path_not_allowed"),
     (InvalidTransition, 409, "invalid_transition"),
+    (IdempotencyConflict, 409, "idempotency_key_reused"),  # answered only when the request differs
     (InputError, 422, "invalid_input"),
     (PayloadTooLarge, 413, "payload_too_large"),
     (MissingApiKey, 401, "unauthorized"),
@@ -162,6 +164,10 @@ def describe(exc: BatchyardError) -> tuple[int, dict[str, Any]]:
         details = {"url": exc.url, "host": exc.host, "address": exc.address}
     elif isinstance(exc, PathNotAllowed):
         details = problems(exc) if exc.problems else [Problem(reason=str(exc), column=None).model_dump()]
+    elif isinstance(exc, IdempotencyConflict):
+        message = (f"Idempotency-Key {exc.key!r} was already used for another request (which created batch "
+                   f"{exc.batch_id}); use a new key for a new request")
+        details = {"idempotency_key": exc.key, "batch_id": exc.batch_id}
     elif isinstance(exc, PayloadTooLarge):
         details = {"limit_bytes": exc.limit}
     elif isinstance(exc, TenantLimit):

@@ -16,11 +16,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
 from batchyard.core.engine import Engine
-from batchyard.core.errors import InputError, InputProblem
+from batchyard.core.errors import IdempotencyConflict, InputError, InputProblem
 from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
 from batchyard.core.states import BatchStatus, ItemStatus
 from batchyard.io.nesting import json_too_deep, too_deep_message
-from batchyard.server import submit
+from batchyard.server import idempotency, submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
 from batchyard.server.errors import ERROR_RESPONSES, ErrorResponse
 from batchyard.server.schemas import (
@@ -47,6 +47,7 @@ Rate = Annotated[float, Field(ge=0, le=1)]
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ValidationReport, "description": "dry_run: what would be created; nothing was"},
     400: ERROR_RESPONSES[400], 403: {"model": ErrorResponse, "description": "Processor or input_uri not allowed"},
+    409: {"model": ErrorResponse, "description": "Idempotency-Key already used for another request"},
     413: {"model": ErrorResponse, "description": "Request body too large"}, 422: ERROR_RESPONSES[422],
 }
 
@@ -61,9 +62,12 @@ def _created(info: BatchInfo) -> JSONResponse:
 
 @router.post("", status_code=201, response_model=Batch, responses=CREATE_RESPONSES,
              summary="Create a batch from items inline or an input URI")
-def create_batch(body: BatchCreate, request: Request) -> Any:
+def create_batch(body: BatchCreate, request: Request, idempotency_key: idempotency.KeyHeader = None) -> Any:
     engine, settings = engine_of(request), settings_of(request)
     proc = submit.allowed_processor(engine, settings, body.processor)
+    key = None if body.dry_run else idempotency.request_key(idempotency_key, body.model_dump(mode="json"))
+    if key is not None and (replay := idempotency.replayed(engine, tenant_of(request), key)) is not None:
+        return replay  # before reading any input
     if body.items is not None:
         rows, source = submit.inline_rows(settings, body.items, proc, body.params), None
     else:
@@ -71,7 +75,10 @@ def create_batch(body: BatchCreate, request: Request) -> Any:
         rows, source = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params), body.input_uri
     if body.dry_run:
         return JSONResponse(submit.report(engine, proc, body.params, rows).model_dump(mode="json"))
-    return _created(submit.create(engine, body, proc, settings, rows, source, tenant_of(request)))
+    try:
+        return _created(submit.create(engine, body, proc, settings, rows, source, tenant_of(request), key))
+    except IdempotencyConflict as exc:
+        return idempotency.raced(engine, key, exc)
 
 
 def _form_options(processor: str, params: str | None, parallel_jobs: int, priority: Priority,
@@ -119,17 +126,26 @@ def upload_batch(
     webhook_progress: Annotated[bool, Form(description="Also send batch.progress events.")] = False,
     start: Annotated[bool, Form()] = True,
     dry_run: Annotated[bool, Form()] = False,
+    idempotency_key: idempotency.KeyHeader = None,
 ) -> Any:
     engine, settings = engine_of(request), settings_of(request)
     proc = submit.allowed_processor(engine, settings, processor)  # first: the processor decides what params mean
     hook = {"url": webhook_url, "progress": webhook_progress} if webhook_url else None
     opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
                          description, tags, start, dry_run, hook)
+    key = None if opts.dry_run else idempotency.request_key(
+        idempotency_key, {**opts.model_dump(mode="json"), "input_format": input_format, "filename": file.filename},
+        idempotency.file_sha256(file.file) if idempotency_key else None)
+    if key is not None and (replay := idempotency.replayed(engine, tenant_of(request), key)) is not None:
+        return replay  # before parsing the file again
     with submit.spooled_upload(file.file, file.filename, input_format) as (path, fmt):
         rows = submit.upload_rows(settings, path, file.filename, fmt, proc, opts.params)
         if opts.dry_run:
             return JSONResponse(submit.report(engine, proc, opts.params, rows).model_dump(mode="json"))
-        return _created(submit.create(engine, opts, proc, settings, rows, file.filename, tenant_of(request)))
+        try:
+            return _created(submit.create(engine, opts, proc, settings, rows, file.filename, tenant_of(request), key))
+        except IdempotencyConflict as exc:
+            return idempotency.raced(engine, key, exc)
 
 
 @router.post("/validate", response_model=ValidationReport, responses={**CREATE_RESPONSES, 200: {}},

@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 
 from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
-from batchyard.core.models import BatchInfo, BatchSpec, Webhook
+from batchyard.core.models import BatchInfo, BatchSpec, Idempotency, Webhook
 from batchyard.core.processor import Processor
 from batchyard.io import inputs
 from batchyard.server import netguard
@@ -233,8 +233,11 @@ def report(engine: Engine, proc: Processor, params: dict[str, Any], rows: Rows) 
 
 
 def create(engine: Engine, opts: SubmitOptions, proc: Processor, settings: Settings, rows: Rows,
-           source: str | None, tenant: str) -> BatchInfo:
+           source: str | None, tenant: str, idempotency: Idempotency | None = None) -> BatchInfo:
+    """Create the batch; with ``idempotency``, raises ``IdempotencyConflict`` when the tenant used its key."""
     spec = spec_for(opts, proc, settings, source, tenant)
+    if idempotency is not None:
+        spec = spec.model_copy(update={"idempotency": idempotency})
     return engine.submit(spec, within_quota(engine, settings, tenant, rows), start=opts.start)
 
 

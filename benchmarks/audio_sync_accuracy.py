@@ -4,8 +4,8 @@ Makes N master/dub pairs with ``examples/audio_sync/make_data.py`` (a shared mus
 voice, another mix, noise, dropouts: never a shifted copy), runs the ``audio-sync`` processor over them as a
 batchyard batch with every method on every pair, and prints, per method, the share of pairs within 10 ms of
 the true offset, the median and worst error, and the analysis time per pair; then the same for the
-processor's own answer (the most confident method) with the whole item's time (reading both files and
-running the four methods) and the batch's wall time per pair.
+processor's own answer (the best supported estimate: see ``audio_sync_dsp.best``) with the whole item's time
+(reading both files and running the four methods) and the batch's wall time per pair.
 
     python benchmarks/audio_sync_accuracy.py                        # 20 pairs of 45 s at 16 kHz
     python benchmarks/audio_sync_accuracy.py --pairs 50 --hard      # dialogue far above the bed, loud noise
@@ -89,7 +89,7 @@ def report(f: dict[str, Any]) -> str:
              f"{'method':<34} {'within 10 ms':>12} {'median err':>11} {'worst err':>11} {'s/pair':>8}"]
     for m in [*METHODS, "chosen"]:
         row = f[m]
-        name = "processor's answer (most confident)" if m == "chosen" else m
+        name = "the processor's answer" if m == "chosen" else m
         median = "-" if row["median_error_ms"] is None else f"{row['median_error_ms']:.2f} ms"
         worst = "-" if row["worst_error_ms"] is None else f"{row['worst_error_ms']:.1f} ms"
         per = "-" if row["s_per_pair"] is None else f"{row['s_per_pair']:.3f}"

@@ -43,6 +43,7 @@ N_FFT = 256  # 32 ms frames at 8 kHz
 HOP = 32  # 4 ms: fine enough for 10 ms accuracy once the peak is interpolated
 PHAT_BETA = 0.8
 RIVAL_GUARD_S = 0.05
+AGREE_S = 0.05  # estimates this close are the same answer (about the tolerance of lip sync)
 MIN_OVERLAP_FRACTION = 0.2
 FRAMES_PER_CHUNK = 8192  # STFT frames computed at once: memory stays flat on long files
 NATIVE = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"}
@@ -347,5 +348,13 @@ def estimate(method: str, master: np.ndarray, dub: np.ndarray, rate: int = ANALY
 
 
 def best(estimates: list[Estimate]) -> Estimate:
-    """The most confident estimate."""
-    return max(estimates, key=lambda e: e.confidence)
+    """The answer: the estimate with the most confidence behind it, counting every method that agrees with it
+    (within ``AGREE_S``: independent methods finding the same lag are evidence), and within that group the most
+    confident estimate, the most exact one. With no agreement this is simply the most confident estimate."""
+
+    def support(e: Estimate) -> float:
+        return sum(o.confidence for o in estimates if abs(o.offset_seconds - e.offset_seconds) <= AGREE_S)
+
+    top = max(estimates, key=lambda e: (support(e), e.confidence))
+    return max((o for o in estimates if abs(o.offset_seconds - top.offset_seconds) <= AGREE_S),
+               key=lambda e: e.confidence)

@@ -4,7 +4,8 @@
         --processors examples/audio_sync/processors.py --parallel 2 --output results.csv
 
 Its parameters are seed 004's CSV columns. Each item reads both files (WAV/FLAC natively, other containers
-through ffmpeg), runs the requested methods (see ``audio_sync_dsp``) and reports the most confident one:
+through ffmpeg), runs the requested methods (see ``audio_sync_dsp``) and reports the answer with the most
+confidence behind it (``audio_sync_dsp.best``: the confidences of agreeing methods add up):
 ``offset_seconds`` (the shift to apply to the dub; negative when it runs late), ``confidence``,
 ``method_used``, and every method's own answer under ``method_results``.
 """
@@ -27,7 +28,6 @@ except ImportError:  # pragma: no cover
 
 Method = Literal["correlation", "onset", "spectral", "mfcc", "ai"]
 AiModel = Literal["wav2vec2", "yamnet", "spectral"]
-AGREE_S = 0.02  # methods within 20 ms of the chosen offset count as agreeing with it
 MIN_SECONDS = 1.0
 
 
@@ -37,7 +37,7 @@ class AudioSyncParams(BaseModel):
     master_file: Path = Field(description="The master (in sync) audio or video file.")
     dub_file: Path = Field(description="The dub to measure against the master.")
     methods: list[Method] = Field(default_factory=lambda: list(dsp.METHODS), min_length=1,
-                                  description="Methods to run (comma-separated in a CSV); the most confident "
+                                  description="Methods to run (comma-separated in a CSV); the best supported "
                                               "answer is reported. Default: correlation, onset, spectral, mfcc.")
     ai_model: AiModel | None = Field(None, description="Model for the 'ai' method: none is available here.")
     description: str | None = None
@@ -85,7 +85,7 @@ def analyse(master_file: Path | str, dub_file: Path | str, methods: list[str]) -
         "confidence": round(chosen.confidence, 3),
         "method_used": dsp.LABELS[chosen.method],
         "method": chosen.method,
-        "methods_agreeing": sum(abs(e.offset_seconds - chosen.offset_seconds) <= AGREE_S for e in estimates),
+        "methods_agreeing": sum(abs(e.offset_seconds - chosen.offset_seconds) <= dsp.AGREE_S for e in estimates),
         "method_results": {e.method: e.as_dict() for e in estimates},
         "master_seconds": round(len(master) / dsp.ANALYSIS_RATE, 3),
         "dub_seconds": round(len(dub) / dsp.ANALYSIS_RATE, 3),

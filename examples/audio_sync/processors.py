@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field, field_validator
 from threadpoolctl import threadpool_limits
 
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover
 Method = Literal["correlation", "onset", "spectral", "mfcc", "ai"]
 AiModel = Literal["wav2vec2", "yamnet", "spectral"]
 MIN_SECONDS = 1.0
+SILENCE = 1e-4  # below -80 dBFS throughout: digital silence
 
 
 class AudioSyncParams(BaseModel):
@@ -74,6 +76,8 @@ def analyse(master_file: Path | str, dub_file: Path | str, methods: list[str]) -
         if len(x) < MIN_SECONDS * dsp.ANALYSIS_RATE:
             raise PermanentError(f"{name}: {len(x) / dsp.ANALYSIS_RATE:.2f} s of audio; at least {MIN_SECONDS:g} s "
                                  "is needed to find an offset")
+        if not np.any(np.abs(x) > SILENCE):
+            raise PermanentError(f"{name}: the audio is silent; there is nothing to align")
     # Items run side by side, one thread per parallel job: BLAS threads of their own on top would
     # oversubscribe the cores (measured: 3.7x slower at parallel 2 on 2 cores), and the products here are
     # too small to gain from them.

@@ -418,12 +418,16 @@ def test_health_and_methods(http: httpx.Client) -> None:
 
 def test_the_processor_fails_what_it_cannot_do(tmp_path: Path) -> None:
     """'ai' fails the item with the reason (whatever else the row asks); a missing file, a file that is not
-    audio, and a .mov without ffmpeg fail theirs; the other items of the batch are measured."""
+    audio and a silent one fail theirs; the other items of the batch are measured."""
     import batchyard
 
     make_data(tmp_path / "d", 2)
     pairs = read_rows(tmp_path / "d" / "truth.csv")
     (tmp_path / "noise.wav").write_text("not audio at all")
+    import numpy as np
+    import soundfile
+
+    soundfile.write(str(tmp_path / "silent.wav"), np.zeros(8000 * 5), 8000)
     items = [
         {"master_file": pairs[0]["master_file"], "dub_file": pairs[0]["dub_file"], "methods": "mfcc,ai",
          "ai_model": "wav2vec2"},
@@ -432,6 +436,7 @@ def test_the_processor_fails_what_it_cannot_do(tmp_path: Path) -> None:
         {"master_file": pairs[0]["master_file"], "dub_file": str(tmp_path / "missing.wav")},
         {"master_file": pairs[0]["master_file"], "dub_file": str(tmp_path / "noise.wav")},
         {"master_file": pairs[1]["master_file"], "dub_file": pairs[1]["dub_file"], "methods": "correlation"},
+        {"master_file": pairs[0]["master_file"], "dub_file": str(tmp_path / "silent.wav")},
     ]
     batch = batchyard.run(items, "audio-sync", store=str(tmp_path / "s.db"),
                           processors=[str(EXAMPLE / "processors.py")])
@@ -443,6 +448,7 @@ def test_the_processor_fails_what_it_cannot_do(tmp_path: Path) -> None:
     assert got["5"].status == "succeeded"
     assert abs(got["5"].result["offset_seconds"] - float(pairs[1]["offset_seconds"])) <= TOLERANCE_S
     assert got["5"].result["method_used"] == "Cross-correlation (GCC-PHAT)"
+    assert "dub_file: the audio is silent" in got["6"].error.message
 
 
 def test_containers_read_through_ffmpeg_or_fail_clearly(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,7 +100,7 @@ def test_deep_json_is_422_before_parsing(app_client: TestClient) -> None:
     body = '{"processor": "noop", "items": [' + "[" * 10_000 + "]" * 10_000 + "]}"
     r = app_client.post("/api/v1/batches", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
-    assert "nested deeper than 100 levels" in r.json()["error"]["message"]
+    assert "nests JSON deeper than 100 levels" in r.json()["error"]["message"]
     assert app_client.get("/api/v1/batches").json()["batches"] == []
 
 

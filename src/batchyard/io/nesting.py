@@ -59,4 +59,4 @@ def value_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def too_deep_message(what: str, limit: int = MAX_JSON_DEPTH) -> str:
-    return f"{what}: JSON nested deeper than {limit} levels of arrays and objects; flatten it"
+    return f"{what} nests JSON deeper than {limit} levels of arrays and objects; flatten it"

@@ -5,11 +5,13 @@ Handlers are plain functions (FastAPI runs them in its thread pool): the store i
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -105,7 +107,18 @@ def _form_options(processor: str, params: str | None, parallel_jobs: int, priori
                           for e in exc.errors()]) from None
 
 
+async def _only_known_fields(request: Request) -> None:
+    """Refuse form fields the upload does not take (``tenant``, ``status``, a misspelt option), as JSON bodies
+    refuse unknown keys: multipart has no ``extra="forbid"``, and a dropped field would be silently ignored."""
+    form = await request.form()  # parsed already for the route's own fields: Starlette keeps it
+    unknown = sorted(set(form.keys()) - set(inspect.signature(upload_batch).parameters) - {"request"})
+    if unknown:
+        raise RequestValidationError([{"loc": ("body", name), "msg": "Extra inputs are not permitted",
+                                       "type": "extra_forbidden"} for name in unknown])
+
+
 @router.post("/upload", status_code=201, response_model=Batch, responses=CREATE_RESPONSES,
+             dependencies=[Depends(_only_known_fields)],
              summary="Create a batch from an uploaded file (CSV, JSONL, JSON or text)")
 def upload_batch(
     request: Request,

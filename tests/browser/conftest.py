@@ -27,8 +27,10 @@ from _serve_support import Server
 FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
+    """A Chromium per test: Playwright's sync API keeps its asyncio loop running in this thread while it
+    is open, so a longer-lived one would break any later test in the same worker that calls asyncio.run()."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

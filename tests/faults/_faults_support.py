@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from batchyard.core.models import BatchInfo, BatchSpec
 from batchyard.core.store import Store
@@ -264,3 +267,52 @@ def report(request: Any, line: str) -> None:
     """Print a test's figures (``pytest -rA`` or ``-s`` shows them) and keep them for the summary."""
     print(f"\nFIGURES {request.node.name}: {line}")
     request.node.user_properties.append(("figures", line))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve(Worker):
+    """A ``batchyard serve`` subprocess with an embedded worker, ready when ``/api/v1/health`` answers."""
+
+    def __init__(self, store_url: str, procs: Path, log: Path, *, workers: int = 8, lease: float = 3.0,
+                 grace: float = 10.0, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BATCHYARD_LEASE_SECONDS": str(lease),
+                    "BATCHYARD_GRACE_SECONDS": str(grace), **(env or {})}
+        full_env.pop("BATCHYARD_FAILPOINT", None)
+        with open(log, "ab") as fh:
+            self.p = subprocess.Popen(
+                [str(BIN), "serve", "--port", str(self.port), "--store", store_url, "--processors", str(procs),
+                 "--workers", str(workers), "--allow-private-network", "--log-level", "warning"],
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+        self.pid = self.p.pid
+
+        def ready() -> bool:
+            if self.p.poll() is not None:
+                raise AssertionError(f"serve exited with {self.p.returncode}:\n{self.output()}")
+            try:
+                return httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code in (200, 503)
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout=30, what="the server to answer", interval=0.05)
+
+
+class Run(Worker):
+    """A ``batchyard run`` subprocess."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "TERM": "dumb"}
+        env.pop("BATCHYARD_FAILPOINT", None)
+        env.pop("BATCHYARD_STORE", None)
+        with open(log, "ab") as fh:
+            self.p = subprocess.Popen([str(BIN), "run", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.pid = self.p.pid

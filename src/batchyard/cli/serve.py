@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -16,6 +17,8 @@ from batchyard.store import open_store, safe_url
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_STARTUP_FAILURE = 3  # uvicorn's: the server never started (the port is taken, the lifespan failed)
 err = Console(stderr=True, soft_wrap=True)
 
 # The same options as ``cli.main``'s (redefined: this module must import without it, and it without this).
@@ -99,8 +102,6 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the REST API (OpenAPI at /docs), recovering interrupted work at start-up."""
-    import uvicorn
-
     from batchyard.core.models import Webhook
     from batchyard.server import mounts as adapters
     from batchyard.server.app import create_app
@@ -147,4 +148,31 @@ def serve(
     err.print(f"batchyard serving {safe_url(engine.store.url)} on http://{host}:{port} ({mode}); docs at /docs",
               highlight=False)
     config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 5}
-    uvicorn.run(create_app(engine, settings), **config)
+    _run(create_app(engine, settings), config, settings.grace_seconds)
+
+
+def _run(app: Any, config: dict[str, Any], grace: float) -> None:
+    """Serve until SIGTERM/SIGINT, stopping as ``batchyard worker`` does.
+
+    The first signal stops the embedded worker's claims at once (uvicorn alone stops it only once its open
+    connections are closed, which an event stream holds up to ``timeout_graceful_shutdown``), lets in-flight
+    items commit within ``grace``, and exits 0; a second one leaves at once with 130, the leases left behind
+    recovered by the next server or worker to start on the store.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                os._exit(EXIT_INTERRUPTED)
+            worker = getattr(app.state, "worker", None)
+            if worker is not None:
+                worker.begin_stop(grace)
+            # Not uvicorn's own handler: it also notes the signal, to raise it again once shut down so that
+            # the process dies of it (exit 143 for SIGTERM). A graceful stop is a normal exit here: 0.
+            self.should_exit = True
+
+    server = Server(uvicorn.Config(app, **config))
+    server.run()
+    if not server.started:
+        raise typer.Exit(EXIT_STARTUP_FAILURE)

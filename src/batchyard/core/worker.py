@@ -284,13 +284,21 @@ class Worker:
 
     def stop(self, grace: float = defaults.GRACE_SECONDS) -> None:
         """Stop claiming, release buffered items, give in-flight items ``grace`` seconds, release the rest."""
-        self.stopping = True
-        self._grace_deadline = time.monotonic() + grace
-        self.wake.set()
+        self.begin_stop(grace)
         if self._thread:
             self._thread.join()
         if self._failed:
             raise self._failed
+
+    def begin_stop(self, grace: float = defaults.GRACE_SECONDS) -> None:
+        """``stop`` without waiting for it: safe in a signal handler, so that claims stop at the signal.
+
+        A later call (the ``stop`` that waits) may shorten the grace period, never extend it.
+        """
+        deadline = time.monotonic() + grace
+        self._grace_deadline = min(deadline, getattr(self, "_grace_deadline", deadline))
+        self.stopping = True
+        self.wake.set()
 
     def stop_now(self) -> None:
         self.stop(grace=0)

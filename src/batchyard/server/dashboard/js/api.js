@@ -61,9 +61,12 @@ async function errorOf(response) {
   return new ApiError(response.status, "http_error", `${response.status} ${response.statusText}`);
 }
 
-async function keyRejected(response) {
+// A 401 for the request sent with key `sent`. When the key changed while it was in flight (the user just
+// gave one), the request is simply retried: clearing the key then would throw away the new one.
+async function keyRejected(response, sent) {
   const err = await errorOf(response);
   if (!askForKey) throw err;
+  if (getKey() !== sent) return;
   setKey(null);
   await askForKey(getKeyPromptMessage(err));
 }
@@ -81,9 +84,10 @@ export async function request(path, { method = "GET", json, body, query, signal,
       extra["Content-Type"] = "application/json";
       payload = JSON.stringify(json);
     }
+    const sent = getKey();
     const response = await fetch(url(path, query), { method, headers: headers(extra), body: payload, signal });
     if (response.status === 401) {
-      await keyRejected(response);
+      await keyRejected(response, sent);
       continue;
     }
     if (!response.ok) throw await errorOf(response);
@@ -114,9 +118,10 @@ export async function follow(path, { onEvent, onStatus = () => {}, signal, until
     try {
       const extra = { Accept: "text/event-stream" };
       if (lastId) extra["Last-Event-ID"] = lastId;
+      const sent = getKey();
       const response = await fetch(url(path), { headers: headers(extra), signal, cache: "no-store" });
       if (response.status === 401) {
-        await keyRejected(response);
+        await keyRejected(response, sent);
         continue;
       }
       if (!response.ok) throw await errorOf(response);

@@ -145,6 +145,10 @@ def serve(
     mode = f"embedded worker, {workers} at once" if workers else "API only (run `batchyard worker` alongside)"
     if upstream:
         mode += f"; OpenAI batch gateway at /v1 -> {upstream}"
+        if workers < upstream_concurrency:
+            err.print(f"[yellow]the embedded worker runs {workers} items at once: at most {workers} upstream requests "
+                      f"in flight, not --upstream-concurrency {upstream_concurrency} (raise --workers)[/yellow]",
+                      highlight=False)
     err.print(f"batchyard serving {safe_url(engine.store.url)} on http://{host}:{port} ({mode}); docs at /docs",
               highlight=False)
     config: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 5}

@@ -120,8 +120,17 @@ def _request_id(resp: httpx.Response, key: str) -> str:
     return rid or f"req_{hashlib.sha256(f'{key}:{time.time_ns()}'.encode()).hexdigest()[:24]}"
 
 
+def _concurrency() -> int:
+    """The upstream's concurrency from the environment, until the server configures it (``upstream.configure``):
+    a separate worker claims with the same cap as the server's."""
+    try:
+        return Settings().upstream_concurrency
+    except ValueError:  # a malformed BATCHYARD_* setting is the server's to report, not this import's
+        return Settings.model_fields["upstream_concurrency"].default  # type: ignore[no-any-return]
+
+
 @processor(PROCESSOR, mode="async", retry=RetryPolicy(max_attempts=10, base_delay=1.0, max_delay=60.0),
-           concurrency=Settings().upstream_concurrency,
+           concurrency=_concurrency(),
            description="One request of an OpenAI batch file, sent to the gateway's OpenAI-compatible upstream "
                        "(batchyard serve --upstream URL); the result is OpenAI's response line.")
 async def openai_request(item: Item, ctx: Context) -> dict[str, Any]:

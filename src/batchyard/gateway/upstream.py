@@ -27,6 +27,7 @@ log = logging.getLogger("batchyard.gateway")
 PROCESSOR = "openai-request"
 CACHE_SECONDS = 0.25  # how stale a process's view of the shared limits may be when it sends without asking
 RATE_WINDOW = 2.0     # seconds over which a process measures the rate it sends at
+LATE_SECONDS = 0.2    # a paced send woken this much after its slot takes a new one instead of going at once
 
 
 class Gateway:
@@ -98,10 +99,15 @@ class Gateway:
             await self._update(up, reserve)
             # The store's clock decided; wait by the same distance on ours.
             delay = result["at"] - result["now"]
+            due = time.monotonic() + max(0.0, delay)
             if delay > 0:
                 await asyncio.sleep(delay)
             if result["ok"]:
-                return
+                if time.monotonic() - due <= LATE_SECONDS:
+                    return
+                # Woken late (a starved process): sending now would bunch this request with the ones paced after
+                # it, over the upstream's limit. Its slot is let go (a little capacity lost) and a new one taken.
+                continue
 
     async def throttled(self, up: Upstream, status: int, retry_after: float | None) -> None:
         sending = self.sending_rps(up)

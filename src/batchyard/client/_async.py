@@ -63,27 +63,36 @@ class AsyncClient:
                      priority: str = "normal", max_failures: int | None = None,
                      max_failure_rate: float | None = None, max_attempts: int | None = None,
                      description: str | None = None, tags: list[str] | None = None, start: bool = True,
+                     idempotency_key: str | None = None,
                      webhook: str | dict[str, Any] | None = None) -> Batch:
-        """Create a batch from ``items`` (JSON values) or ``input_uri`` (read by the server)."""
+        """Create a batch from ``items`` (JSON values) or ``input_uri`` (read by the server).
+
+        ``idempotency_key`` makes a retry safe: the server answers the same request with the same key with the
+        batch the first one created, and refuses the key with another request (``ConflictError``)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
                             description=description, tags=tags, start=start, webhook=webhook)
-        return await self._do(c.create_batch(opts, items, input_uri, input_format))  # type: ignore[no-any-return]
+        call = c.create_batch(opts, items, input_uri, input_format, idempotency_key=idempotency_key)
+        return await self._do(call)  # type: ignore[no-any-return]
 
     async def upload(self, file: str | os.PathLike[str] | IO[bytes], processor: str, *, filename: str | None = None,
                input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
                priority: str = "normal", max_failures: int | None = None, max_failure_rate: float | None = None,
                max_attempts: int | None = None, description: str | None = None, tags: list[str] | None = None,
-               start: bool = True, dry_run: bool = False,
+               start: bool = True, dry_run: bool = False, idempotency_key: str | None = None,
                webhook: str | dict[str, Any] | None = None) -> Batch | ValidationReport:
-        """Upload a CSV, JSONL, JSON or text file as a new batch (``dry_run``: only check it)."""
+        """Upload a CSV, JSONL, JSON or text file as a new batch (``dry_run``: only check it).
+
+        ``idempotency_key``: as for ``create_batch`` (the same file, name and options are the same request)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
                             description=description, tags=tags, start=start, webhook=webhook)
         if isinstance(file, str | os.PathLike):
             with open(file, "rb") as fh:
-                return await self._do(c.upload(opts, filename or Path(file).name, fh, input_format, dry_run))  # type: ignore[no-any-return]
-        return await self._do(c.upload(opts, filename or "upload", file, input_format, dry_run))  # type: ignore[no-any-return]
+                call = c.upload(opts, filename or Path(file).name, fh, input_format, dry_run, idempotency_key)
+                return await self._do(call)  # type: ignore[no-any-return]
+        call = c.upload(opts, filename or "upload", file, input_format, dry_run, idempotency_key)
+        return await self._do(call)  # type: ignore[no-any-return]
 
     async def validate(self, processor: str, items: list[Any] | None = None, *, input_uri: str | None = None,
                  input_format: str | None = None, params: dict[str, Any] | None = None) -> ValidationReport:

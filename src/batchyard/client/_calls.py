@@ -90,6 +90,7 @@ class Call(Generic[T]):
     json: Any = None
     data: dict[str, Any] | None = None
     files: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -101,7 +102,7 @@ class Call(Generic[T]):
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         return http.build_request(self.method, self.url, params=self.query, json=self.json, data=self.data,
-                                  files=self.files)
+                                  files=self.files, headers=self.headers)
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,16 @@ def _body(opts: dict[str, Any], **more: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
+def _idempotency(key: str | None) -> dict[str, str] | None:
+    return {"Idempotency-Key": key} if key is not None else None
+
+
 def create_batch(opts: dict[str, Any], items: list[Any] | None, input_uri: str | None,
-                 input_format: str | None, dry_run: bool = False) -> Call[Any]:
+                 input_format: str | None, dry_run: bool = False, idempotency_key: str | None = None) -> Call[Any]:
     parse = model(ValidationReport) if dry_run else model(Batch)
     return Call("POST", "/batches", parse, json=_body(opts, items=items, input_uri=input_uri,
-                                                      input_format=input_format, dry_run=dry_run))
+                                                      input_format=input_format, dry_run=dry_run),
+                headers=_idempotency(idempotency_key))
 
 
 def validate(opts: dict[str, Any], items: list[Any] | None, input_uri: str | None,
@@ -166,7 +172,7 @@ def validate(opts: dict[str, Any], items: list[Any] | None, input_uri: str | Non
 
 
 def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str | None,
-           dry_run: bool = False) -> Call[Any]:
+           dry_run: bool = False, idempotency_key: str | None = None) -> Call[Any]:
     policy: FailurePolicy = opts["failure_policy"]
     data = {"processor": opts["processor"], "params": json.dumps(opts["params"]),
             "parallel_jobs": str(opts["parallel_jobs"]), "priority": str(opts["priority"]),
@@ -180,7 +186,8 @@ def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str 
         data.update(webhook_url=hook["url"], webhook_progress=_bool(bool(hook.get("progress"))))
     data = {k: (v if isinstance(v, list) else str(v)) for k, v in data.items() if v is not None}
     parse = model(ValidationReport) if dry_run else model(Batch)
-    return Call("POST", "/batches/upload", parse, data=data, files={"file": (filename, content)})
+    return Call("POST", "/batches/upload", parse, data=data, files={"file": (filename, content)},
+                headers=_idempotency(idempotency_key))
 
 
 def list_batches(status: str | None, processor: str | None, tag: str | None, created_after: datetime | None,

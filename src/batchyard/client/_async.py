@@ -16,7 +16,7 @@ from batchyard.client import _calls as c
 from batchyard.client._calls import StreamEvent
 from batchyard.client._sync import DEFAULT_URL, RECONNECT_SECONDS
 from batchyard.client.errors import ConnectionFailed, from_response
-from batchyard.core.models import BatchInfo, ItemInfo, TimelinePoint, WebhookDelivery
+from batchyard.core.models import BatchInfo, Estimate, ItemInfo, TimelinePoint, WebhookDelivery
 from batchyard.server.schemas import (
     Batch,
     BatchList,
@@ -64,14 +64,15 @@ class AsyncClient:
                      max_failure_rate: float | None = None, max_attempts: int | None = None,
                      description: str | None = None, tags: list[str] | None = None, start: bool = True,
                      idempotency_key: str | None = None,
-                     webhook: str | dict[str, Any] | None = None) -> Batch:
+                     webhook: str | dict[str, Any] | None = None, budget: float | None = None) -> Batch:
         """Create a batch from ``items`` (JSON values) or ``input_uri`` (read by the server).
 
         ``idempotency_key`` makes a retry safe: the server answers the same request with the same key with the
         batch the first one created, and refuses the key with another request (``ConflictError``)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
-                            description=description, tags=tags, start=start, webhook=webhook)
+                            description=description, tags=tags, start=start, webhook=webhook,
+                            budget=budget)
         call = c.create_batch(opts, items, input_uri, input_format, idempotency_key=idempotency_key)
         return await self._do(call)  # type: ignore[no-any-return]
 
@@ -80,13 +81,15 @@ class AsyncClient:
                priority: str = "normal", max_failures: int | None = None, max_failure_rate: float | None = None,
                max_attempts: int | None = None, description: str | None = None, tags: list[str] | None = None,
                start: bool = True, dry_run: bool = False, idempotency_key: str | None = None,
-               webhook: str | dict[str, Any] | None = None) -> Batch | ValidationReport:
+               webhook: str | dict[str, Any] | None = None,
+               budget: float | None = None) -> Batch | ValidationReport:
         """Upload a CSV, JSONL, JSON or text file as a new batch (``dry_run``: only check it).
 
         ``idempotency_key``: as for ``create_batch`` (the same file, name and options are the same request)."""
         opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority=priority,
                             max_failures=max_failures, max_failure_rate=max_failure_rate, max_attempts=max_attempts,
-                            description=description, tags=tags, start=start, webhook=webhook)
+                            description=description, tags=tags, start=start, webhook=webhook,
+                            budget=budget)
         if isinstance(file, str | os.PathLike):
             with open(file, "rb") as fh:
                 call = c.upload(opts, filename or Path(file).name, fh, input_format, dry_run, idempotency_key)
@@ -146,6 +149,22 @@ class AsyncClient:
 
     async def pause(self, batch_id: str) -> Batch:
         return await self._do(c.control(batch_id, "pause"))
+
+    async def set_budget(self, batch_id: str, budget: float | None, *, resume: bool = True) -> Batch:
+        """Set (None: remove) the batch's budget; with ``resume``, a batch paused at its old budget continues."""
+        return await self._do(c.set_budget(batch_id, budget, resume))
+
+    async def estimate(self, processor: str, items: list[Any] | None = None, *, input_uri: str | None = None,
+                 input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
+                 sample: int = 0, seed: int | None = None, budget: float | None = None,
+                 start: bool = False) -> Estimate:
+        """Count, estimated cost and duration: by the cost model (nothing created), or with ``sample`` by running
+        that many random items for real; the sampled batch is created (``Estimate.batch_id``), pending unless
+        ``start``."""
+        opts = c.submission(processor, params=params, parallel_jobs=parallel_jobs, priority="normal",
+                            max_failures=None, max_failure_rate=None, max_attempts=None, description=None, tags=None,
+                            start=start, budget=budget)
+        return await self._do(c.estimate(opts, items, input_uri, input_format, sample, seed))
 
     async def resume(self, batch_id: str) -> Batch:
         return await self._do(c.control(batch_id, "resume"))

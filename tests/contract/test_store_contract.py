@@ -1313,6 +1313,90 @@ class StoreContract:
 
     # -- schema ---------------------------------------------------------------------------------
 
+    # -- cost: budgets and samples ------------------------------------------------------------------
+
+    def test_budget_caps_claims_counting_items_in_flight(self, store: Store) -> None:
+        b = new_batch(store, 10, cost_per_item=1.0, cost_unit="EUR", budget=3.5)
+        assert (b.budget, b.cost_estimated, b.cost_projected) == (3.5, 10.0, 10.0)
+        w1, w2 = (store.register_worker(f"w{n}", ["noop"], 8) for n in (1, 2))
+        pk, got = claim_batch(store, w1, b)
+        assert len(got) == 3  # floor(3.5 / 1.0): the budget, not the capacity of 8
+        # the items in flight count against the budget: another worker gets nothing
+        assert items_of(claim(store, w2, only={b.batch_id}), b.batch_id) == []
+        store.record(w1, [ok(pk, c, cost=1.0) for c in got])
+        after = store.get_batch(b.batch_id)
+        assert (after.status, after.pause_reason) == ("paused", "budget_reached")
+        assert (after.cost_total, after.items_pending, after.items_succeeded) == (3.0, 7, 3)
+        assert after.cost_projected == 10.0  # 3 spent + 7 left at 1.0
+        assert items_of(claim(store, w2, only={b.batch_id}), b.batch_id) == []
+
+    def test_raising_the_budget_and_resuming_continues(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 6, cost_per_item=1.0, budget=2.0)
+        pk, got = claim_batch(store, worker, b)
+        store.record(worker, [ok(pk, c, cost=1.0) for c in got])
+        assert store.get_batch(b.batch_id).pause_reason == "budget_reached"
+        # resuming without more budget pauses again at once: not one more item fits
+        again = store.transition(b.batch_id, "resume")
+        assert (again.status, again.pause_reason) == ("paused", "budget_reached")
+        raised = store.set_budget(b.batch_id, 4.0)
+        assert (raised.budget, raised.status) == (4.0, "paused")
+        assert store.transition(b.batch_id, "resume").status == "running"
+        pk, got = claim_batch(store, worker, b)
+        assert len(got) == 2
+        store.record(worker, [ok(pk, c, cost=1.0) for c in got])
+        assert store.get_batch(b.batch_id).pause_reason == "budget_reached"
+        store.set_budget(b.batch_id, None)  # no budget: it runs to the end
+        store.transition(b.batch_id, "resume")
+        pk, got = claim_batch(store, worker, b)
+        store.record(worker, [ok(pk, c, cost=1.0) for c in got])
+        end = store.get_batch(b.batch_id)
+        assert (end.status, end.cost_total, end.budget) == ("completed", 6.0, None)
+
+    def test_budget_follows_actual_costs_above_the_estimate(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 10, cost_per_item=0.5, budget=5.0)
+        pk, got = claim_batch(store, worker, b, capacity=1)
+        assert len(got) == 2  # one slot, and one item claimed ahead
+        store.record(worker, [ok(pk, c, cost=2.0) for c in got])  # they cost 2.0, not 0.5
+        # 1.0 left at 2.0 an item (the actual average, above the estimate): none fits, and none is in flight
+        assert store.get_batch(b.batch_id).pause_reason == "budget_reached"
+
+    def test_unknown_item_cost_runs_one_item_at_a_time(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 5, budget=1.0)  # no cost model: nothing says what an item costs
+        assert b.cost_estimated is None and b.cost_projected is None
+        pk, got = claim_batch(store, worker, b)
+        assert len(got) == 1
+        assert items_of(claim(store, worker, held={pk: Held(in_flight=1)}, only={b.batch_id}), b.batch_id) == []
+        store.record(worker, [ok(pk, got[0], cost=0.25)])  # now an item is known to cost 0.25
+        pk, got = claim_batch(store, worker, b)
+        assert len(got) == 3 and store.get_batch(b.batch_id).cost_projected == 1.25
+
+    def test_lowering_the_budget_of_an_idle_batch_pauses_it(self, store: Store) -> None:
+        b = new_batch(store, 4, cost_per_item=1.0, budget=10.0)
+        low = store.set_budget(b.batch_id, 0.5)
+        assert (low.status, low.pause_reason, low.budget) == ("paused", "budget_reached", 0.5)
+
+    def test_estimated_cost_is_kept_as_given(self, store: Store) -> None:
+        b = new_batch(store, 4, cost_estimated=12.5, cost_unit="tokens")
+        got = store.get_batch(b.batch_id)
+        assert (got.cost_estimated, got.cost_projected, got.cost_unit) == (12.5, 12.5, "tokens")
+
+    def test_lease_items_takes_chosen_pending_items_of_a_pending_batch(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 6, start=False)
+        res = store.lease_items(worker, b.batch_id, [2, 5, 5, 99])
+        pk = pk_of(res, b.batch_id)
+        got = items_of(res, b.batch_id)
+        assert [c.seq for c in got] == [2, 5] and all(c.attempts == 1 for c in got)
+        assert counts(store, b.batch_id) == (6, 4, 2, 0, 0, 0)
+        assert items_of(store.lease_items(worker, b.batch_id, [2]), b.batch_id) == []  # already leased
+        store.record(worker, [ok(pk, c, cost=0.5) for c in got])
+        after = store.get_batch(b.batch_id)
+        assert (after.status, after.items_succeeded, after.cost_total) == ("pending", 2, 1.0)
+        # the batch's own run skips them
+        store.transition(b.batch_id, "start")
+        pk, rest = claim_batch(store, worker, b)
+        assert [c.seq for c in rest] == [1, 3, 4, 6]
+        assert_counters_match_items(store, b.batch_id)
+
     def test_reopening_keeps_data(self, store: Store, reopen: Callable[[], Store]) -> None:
         b = new_batch(store, 2)
         other = reopen()

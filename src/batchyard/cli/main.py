@@ -87,6 +87,9 @@ UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="BATCHYARD_URL", help="A batchyard server (http://host:8000): act there, not on the local store.")]
 ApiKeyOpt = Annotated[str | None, typer.Option(
     "--api-key", envvar="BATCHYARD_API_KEY", help="API key for the server given by --url.")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--budget", envvar="BATCHYARD_BUDGET", min=0.0,
+    help="The most the batch may spend (in its processor's cost unit): it pauses (budget_reached) first.")]
 
 WATCH_POLL_S = 0.25  # a local watch polls the store's O(1) status read: local batches have no event stream
 
@@ -135,15 +138,32 @@ def _print_summary(info: BatchInfo) -> None:
     s = outputs.summary(info)
     colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(info.status, "cyan")
     rate = f"{s['success_rate']:.1%}" if s["success_rate"] is not None else "n/a"
-    reason = f" ({info.status_reason})" if info.status_reason else ""
+    why = info.status_reason or (info.pause_reason if info.status == "paused" else None)
+    reason = f" ({why})" if why else ""
     out.print(f"[bold]{info.batch_id}[/bold] [{colour}]{info.status}[/{colour}]{reason}", highlight=False)
     out.print(f"  items {info.items_total}: {info.items_succeeded} succeeded, {info.items_failed} failed, "
               f"{info.items_cancelled} cancelled, {info.items_pending + info.items_running} not done", highlight=False)
     thr = f", {info.throughput_per_s:,.1f} items/s" if info.throughput_per_s else ""
     out.print(f"  success rate {rate}, {info.attempts_total} attempts, {info.active_seconds:.2f}s{thr}",
               highlight=False)
-    if info.cost_total:
-        out.print(f"  cost {info.cost_total:.6g} {info.cost_unit}", highlight=False)
+    _print_cost(info)
+
+
+def _print_cost(info: BatchInfo) -> None:
+    """Spent, estimated, projected and budget, in the batch's unit: those it has."""
+    unit = info.cost_unit
+    parts = [f"{info.cost_total:.6g} {unit} spent"] if info.cost_total or info.budget is not None else []
+    if info.cost_estimated is not None:
+        parts.append(f"estimated {info.cost_estimated:.6g}")
+    if info.cost_projected is not None and not info.is_final and (info.cost_estimated is not None or info.cost_total):
+        parts.append(f"projected {info.cost_projected:.6g}")
+    if info.budget is not None:
+        parts.append(f"budget {info.budget:.6g}")
+    if parts:
+        out.print("  cost " + ", ".join(parts), highlight=False)
+    if info.status == "paused" and info.pause_reason == "budget_reached":
+        out.print(f"  budget reached: raise it to continue (batchyard resume {info.batch_id} --budget AMOUNT)",
+                  highlight=False)
 
 
 def _print_details(info: BatchInfo) -> None:
@@ -231,6 +251,10 @@ class Backend(Protocol):
         """``start``, ``pause``, ``resume``, ``cancel`` or ``retry``."""
         ...
 
+    def set_budget(self, batch_id: str, budget: float | None) -> BatchInfo:
+        """Set the batch's budget (a batch paused at its old one stays paused until resumed)."""
+        ...
+
     def run(self, info: BatchInfo) -> BatchInfo:
         """Bring the batch to a final state with a progress bar (here, or by watching the server run it)."""
         ...
@@ -272,6 +296,10 @@ class LocalBackend:
     def control(self, action: str, batch_id: str) -> BatchInfo:
         with _local_errors():
             return getattr(self.engine, action)(batch_id)  # type: ignore[no-any-return]
+
+    def set_budget(self, batch_id: str, budget: float | None) -> BatchInfo:
+        with _local_errors():
+            return self.engine.set_budget(batch_id, budget, resume=False)
 
     def run(self, info: BatchInfo) -> BatchInfo:
         return _run_with_progress(self.engine, info)
@@ -363,6 +391,7 @@ def run(
     max_failure_rate: MaxFailureRateOpt = None,
     description: DescriptionOpt = None,
     tag: TagOpt = None,
+    budget: BudgetOpt = None,
     store: StoreOpt = None,
     processors: ProcessorsOpt = None,
 ) -> None:
@@ -388,12 +417,15 @@ def run(
         fp = fingerprint(proc.name, params, source.fingerprint(), source.format)
         info = None if new else engine.store.find_resumable(fp)
         if info is not None:
+            if budget is not None:  # a new budget for the batch being resumed (one reached it, say)
+                info = engine.store.set_budget(info.batch_id, budget)
             info = _reopen(engine, info, retry_failed)
         else:
             spec = BatchSpec(processor=proc.name, params=params, parallel=parallel, priority=priority,
                              failure_policy=FailurePolicy(max_failures=max_failures,
                                                           max_failure_rate=max_failure_rate),
-                             description=description, tags=tag or [], source=source.name, fingerprint=fp)
+                             description=description, tags=tag or [], source=source.name, fingerprint=fp,
+                             budget=budget)
             info = engine.submit(spec, source.items())
             err.print(f"created {info.batch_id}: {info.items_total} items", highlight=False)
     except (InputError, ConfigError, ProcessorNotFound) as exc:
@@ -529,9 +561,13 @@ def pause(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: Ap
 
 
 @app.command()
-def resume(batch_id: str, store: StoreOpt = None, url: UrlOpt = None, api_key: ApiKeyOpt = None) -> None:
-    """Resume a paused batch."""
-    _control("resume", batch_id, store, url, api_key)
+def resume(batch_id: str, budget: BudgetOpt = None, store: StoreOpt = None, url: UrlOpt = None,
+           api_key: ApiKeyOpt = None) -> None:
+    """Resume a paused batch; --budget first sets a new budget (for a batch that reached its own)."""
+    with closing(_backend(store, url, api_key)) as backend:
+        if budget is not None:
+            backend.set_budget(batch_id, budget)
+        print_control(backend.control("resume", batch_id))
 
 
 @app.command()
@@ -685,6 +721,7 @@ def processors_(json_: JsonOpt = False, processors: ProcessorsOpt = None) -> Non
     out.print(table)
 
 
+from batchyard.cli.cost_cmd import budget_cmd, estimate  # noqa: E402
 from batchyard.cli.db_cmd import db  # noqa: E402
 from batchyard.cli.keys_cmd import keys, webhook_secret  # noqa: E402  (service commands: their own modules)
 from batchyard.cli.serve import serve  # noqa: E402
@@ -692,6 +729,8 @@ from batchyard.cli.worker_cmd import worker  # noqa: E402
 from batchyard.cli.workers_cmd import workers  # noqa: E402
 
 app.command("serve")(serve)
+app.command("estimate")(estimate)
+app.command("budget")(budget_cmd)
 app.command("worker")(worker)
 app.command("workers")(workers)
 app.add_typer(db, name="db")

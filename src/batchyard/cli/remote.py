@@ -96,6 +96,10 @@ class RemoteBackend:
         with self._calling():
             return _info(getattr(self.client, action)(batch_id))
 
+    def set_budget(self, batch_id: str, budget: float | None) -> BatchInfo:
+        with self._calling():
+            return _info(self.client.set_budget(batch_id, budget, resume=False))
+
     def run(self, info: BatchInfo) -> BatchInfo:
         return self.watch(info)  # the server's workers run it; here we follow
 

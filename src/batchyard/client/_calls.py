@@ -19,12 +19,13 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from batchyard.client.errors import from_response
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, TimelinePoint, WebhookDelivery
+from batchyard.core.models import BatchInfo, Estimate, FailurePolicy, ItemInfo, TimelinePoint, WebhookDelivery
 from batchyard.server.schemas import (
     API_PREFIX,
     Batch,
     BatchEvent,
     BatchList,
+    BudgetUpdate,
     CleanupRequest,
     CleanupResult,
     DeliveryList,
@@ -43,6 +44,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/batches"): "create_batch",
     ("POST", "/batches/upload"): "upload",
     ("POST", "/batches/validate"): "validate",
+    ("POST", "/batches/estimate"): "estimate",
+    ("POST", "/batches/{batch_id}/budget"): "set_budget",
     ("GET", "/batches"): "list_batches",
     ("GET", "/batches/{batch_id}"): "get_batch",
     ("GET", "/batches/{batch_id}/items"): "list_items",
@@ -139,12 +142,12 @@ def _iso(value: datetime | None) -> str | None:
 def submission(processor: str, *, params: dict[str, Any] | None, parallel_jobs: int, priority: str,
                max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
                description: str | None, tags: list[str] | None, start: bool,
-               webhook: str | dict[str, Any] | None = None) -> dict[str, Any]:
+               webhook: str | dict[str, Any] | None = None, budget: float | None = None) -> dict[str, Any]:
     return {"processor": processor, "params": params or {}, "parallel_jobs": parallel_jobs, "priority": priority,
             "failure_policy": FailurePolicy.model_construct(max_failures=max_failures,
                                                             max_failure_rate=max_failure_rate),
             "max_attempts": max_attempts, "description": description, "tags": tags or [], "start": start,
-            "webhook": webhook}
+            "webhook": webhook, "budget": budget}
 
 
 def _body(opts: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -171,6 +174,18 @@ def validate(opts: dict[str, Any], items: list[Any] | None, input_uri: str | Non
                 json=_body(opts, items=items, input_uri=input_uri, input_format=input_format))
 
 
+def estimate(opts: dict[str, Any], items: list[Any] | None, input_uri: str | None, input_format: str | None,
+             sample: int, seed: int | None) -> Call[Estimate]:
+    return Call("POST", "/batches/estimate", model(Estimate),
+                json=_body(opts, items=items, input_uri=input_uri, input_format=input_format, sample=sample or None,
+                           seed=seed))
+
+
+def set_budget(batch_id: str, budget: float | None, resume: bool) -> Call[Batch]:
+    return Call("POST", f"/batches/{batch_id}/budget", model(Batch),
+                json=BudgetUpdate(budget=budget, resume=resume).model_dump())
+
+
 def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str | None,
            dry_run: bool = False, idempotency_key: str | None = None) -> Call[Any]:
     policy: FailurePolicy = opts["failure_policy"]
@@ -179,7 +194,7 @@ def upload(opts: dict[str, Any], filename: str, content: Any, input_format: str 
             "max_failures": policy.max_failures, "max_failure_rate": policy.max_failure_rate,
             "max_attempts": opts["max_attempts"], "description": opts["description"],
             "tags": opts["tags"] or None, "start": _bool(opts["start"]), "dry_run": _bool(dry_run),
-            "input_format": input_format}
+            "input_format": input_format, "budget": opts.get("budget")}
     hook = opts.get("webhook")
     if hook is not None:  # a form has no objects: the webhook is two fields
         hook = {"url": hook} if isinstance(hook, str) else hook
@@ -303,7 +318,8 @@ class Waiter:
         self.last, self.info = ev.id, ev.batch
         if self.on_progress:
             self.on_progress(ev.batch)
-        if ev.batch.is_final:
+        # A batch paused at its budget waits for someone to raise it: waiting here would never end.
+        if ev.batch.is_final or (ev.batch.status == "paused" and ev.batch.pause_reason == "budget_reached"):
             return ev.batch
         self.check()
         return None

@@ -108,9 +108,21 @@ def make_item(proc: Processor, rt: BatchRuntime, c: Claimed) -> tuple[Item, Cont
             Context(rt.batch_id, item_id, attempts, log))
 
 
-def _finish(proc: Processor, rt: BatchRuntime, ctx: Context, value: Any, started: float) -> Attempt:
+def default_cost_of(proc: Processor, rt: BatchRuntime, item: Item) -> float | None:
+    """What an item cost when its processor reported nothing: the batch's or processor's fixed cost, or the
+    processor's cost model for this item. A model that fails on an item counts it as costing nothing."""
+    if rt.cost_per_item or proc.cost_model is None:
+        return rt.cost_per_item or proc.cost_per_item or None
+    try:
+        return proc.item_cost(item) or None
+    except Exception as exc:
+        log.warning("cost model of %s failed on item %s: %s", proc.name, item.id, exc)
+        return None
+
+
+def _finish(proc: Processor, rt: BatchRuntime, item: Item, ctx: Context, value: Any, started: float) -> Attempt:
     result = shape_result(value)
-    cost = ctx.cost if ctx.cost is not None else (rt.cost_per_item or proc.cost_per_item or None)
+    cost = ctx.cost if ctx.cost is not None else default_cost_of(proc, rt, item)
     return Attempt(True, result, None, False, cost, started, time.time())
 
 
@@ -131,7 +143,7 @@ def invoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
     ctx = None
     try:
         item, ctx = make_item(proc, rt, c)
-        return _finish(proc, rt, ctx, proc.fn(item, ctx), started)
+        return _finish(proc, rt, item, ctx, proc.fn(item, ctx), started)
     except Exception as exc:
         return failed_attempt(exc, ctx, c[4], started)
 
@@ -146,7 +158,7 @@ async def ainvoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:
         item, ctx = make_item(proc, rt, c)
         async with asyncio.timeout(proc.timeout) as scope:
             value = await proc.fn(item, ctx)
-        return _finish(proc, rt, ctx, value, started)
+        return _finish(proc, rt, item, ctx, value, started)
     except TimeoutError as own:
         err = TimeoutError(f"item timed out after {proc.timeout}s") \
             if scope is not None and scope.expired() else own

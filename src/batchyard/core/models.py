@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from batchyard.core import defaults
+from batchyard.core import cost, defaults
 from batchyard.core.states import BatchStatus, ItemStatus
 
 DEFAULT_TENANT = "default"
@@ -101,6 +101,11 @@ class BatchSpec(BaseModel):
     fingerprint: str | None = None
     cost_per_item: float = 0.0
     cost_unit: str = "USD"
+    budget: float | None = Field(None, ge=0, description="The most the batch may spend, in cost_unit: it pauses "
+                                                        "(budget_reached) before it would spend more.")
+    # Creators that price each item (a cost model) total it while the items stream in: stores read this once
+    # they have consumed the items, in the transaction that creates the batch.
+    cost_estimated: float | None = Field(None, ge=0)
 
     @field_validator("tags")
     @classmethod
@@ -147,8 +152,15 @@ class BatchInfo(BaseModel):
     items_failed: int
     items_cancelled: int
     attempts_total: int
-    cost_total: float
+    cost_total: float = Field(description="Spent so far: the actual cost of every attempt that finished.")
     cost_unit: str
+    cost_estimated: float | None = Field(None, description="The estimated total for every item (the cost model's, "
+                                                           "or a sample's extrapolation); null without one.")
+    cost_projected: float | None = Field(None, description="Spent so far plus the items not done at the expected "
+                                                           "cost each (the higher of the estimate's and the actual "
+                                                           "average); null while unknown.")
+    budget: float | None = Field(None, description="The most the batch may spend; at it, it pauses with "
+                                                   "pause_reason budget_reached.")
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -172,6 +184,8 @@ class BatchInfo(BaseModel):
                 if eta <= 0 else datetime.fromtimestamp(datetime.now(UTC).timestamp() + eta, UTC)
         elif self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED):
             self.estimated_completion = self.completed_at
+        expected = cost.per_item(self.cost_estimated, self.items_total, self.cost_total, processed)
+        self.cost_projected = cost.projected(self.cost_total, remaining, expected)
         return self
 
     @property
@@ -183,6 +197,38 @@ class BatchInfo(BaseModel):
     @property
     def is_final(self) -> bool:
         return self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+
+
+class SampleReport(BaseModel):
+    """The items an estimate ran for real: their outcomes are kept in the batch and never run again."""
+
+    size: int = Field(description="Items run.")
+    succeeded: int
+    failed: int = Field(description="Failed for good, or to be retried when the batch runs.")
+    cost: float = Field(description="Their actual cost, in the batch's cost unit.")
+    seconds: float = Field(description="Wall-clock time the sample took.")
+    mean_item_seconds: float | None = Field(None, description="Mean time one item took.")
+
+
+class Estimate(BaseModel):
+    """What a batch would cost and how long it would take, before it runs."""
+
+    processor: str
+    items: int
+    method: str = Field(description="'model': the processor's cost model (or fixed cost per item) over every "
+                                    "item; 'sample': a random sample run for real, extrapolated.")
+    cost_unit: str
+    cost_estimated: float | None = Field(None, description="The estimated total; null when nothing says what "
+                                                           "items cost.")
+    cost_per_item: float | None = Field(None, description="The expected cost of one item.")
+    cost_model_total: float | None = Field(None, description="The processor's own cost model over every item, "
+                                                             "for comparison with a sample.")
+    duration_s: float | None = Field(None, description="Estimated wall-clock time at the batch's parallelism "
+                                                       "(and its processor's rate limit); null when unknown.")
+    parallel: int
+    sample: SampleReport | None = None
+    batch_id: str | None = Field(None, description="With a sample: the batch created for it (pending until "
+                                                   "started); running it skips the items already sampled.")
 
 
 class ItemError(BaseModel):

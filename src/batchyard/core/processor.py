@@ -23,6 +23,8 @@ from batchyard.core.limits import RateLimit
 from batchyard.core.retry import RetryPolicy
 
 Mode = Literal["async", "thread", "process"]
+# What an item costs, from the item (its payload and params): tokens in a prompt, bytes of a file.
+CostModel = Callable[["Item"], float]
 ENTRY_POINT_GROUP = "batchyard.processors"
 log = logging.getLogger("batchyard.processor")
 
@@ -40,12 +42,26 @@ class Processor:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cost_per_item: float = 0.0
     cost_unit: str = "USD"
+    # A function of the item instead of a fixed cost per item; None: ``cost_per_item`` for every item.
+    cost_model: CostModel | None = None
     # Processors that run arbitrary commands are never served over HTTP without an explicit flag.
     unsafe: bool = False
     source: str | None = None
 
     def __call__(self, item: Item, ctx: Context) -> Any:
         return self.fn(item, ctx)
+
+    def item_cost(self, item: Item) -> float:
+        """The cost model's figure for one item (what it costs unless the processor reports otherwise)."""
+        if self.cost_model is None:
+            return self.cost_per_item
+        return float(self.cost_model(item))
+
+    def estimate_cost(self, payload: Any, params: dict[str, Any]) -> float:
+        """``item_cost`` of an item not yet run: estimates read payloads as the processor will see them."""
+        if self.cost_model is None:
+            return self.cost_per_item
+        return self.item_cost(Item("", 0, payload, 0, params, self))
 
     def params_schema(self) -> dict[str, Any] | None:
         return self.params_model.model_json_schema() if self.params_model else None
@@ -67,6 +83,7 @@ class Processor:
             "max_attempts": self.retry.max_attempts,
             "cost_per_item": self.cost_per_item,
             "cost_unit": self.cost_unit,
+            "cost_model": self.cost_model is not None,
             "params_schema": self.params_schema(),
         }
 
@@ -141,7 +158,7 @@ def processor(
     rate_limit: str | None = None,
     timeout: float | None = None,
     retry: RetryPolicy | int | None = None,
-    cost_per_item: float = 0.0,
+    cost_per_item: float | CostModel = 0.0,
     cost_unit: str = "USD",
     unsafe: bool = False,
 ) -> Callable[[Callable[..., Any]], Processor]:
@@ -149,7 +166,10 @@ def processor(
 
     ``mode`` defaults to ``async`` for coroutine functions and ``thread`` otherwise; ``process`` runs
     the function in worker processes (it must be importable from a module or file).
-    ``retry`` is a RetryPolicy or a max attempt count.
+    ``retry`` is a RetryPolicy or a max attempt count. ``cost_per_item`` is a number, or a function of the
+    item (``lambda item: item.payload["size"] / 1e9``) when items cost different amounts; either is what an
+    item costs unless the processor reports its actual cost (``ctx.report_cost``), and what estimates and
+    budgets count with.
     """
 
     def register(fn: Callable[..., Any]) -> Processor:
@@ -174,8 +194,9 @@ def processor(
             rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
             timeout=timeout,
             retry=policy,
-            cost_per_item=cost_per_item,
+            cost_per_item=0.0 if callable(cost_per_item) else float(cost_per_item),
             cost_unit=cost_unit,
+            cost_model=cost_per_item if callable(cost_per_item) else None,
             unsafe=unsafe,
             source=getattr(fn, "__module__", None),
         )

@@ -24,6 +24,7 @@ from batchyard.core.execute import (
     Attempt,
     ChildProcess,
     ainvoke,
+    default_cost_of,
     failed_attempt,
     invoke,
     shape_result,
@@ -176,6 +177,8 @@ class Runner:
         rt, proc, policy = self.rt, self.proc, self.policy
         fn, pk, batch_id, params = proc.fn, rt.pk, rt.batch_id, rt.params
         default_cost = rt.cost_per_item or proc.cost_per_item or None
+        # A cost model prices each item that reports no cost of its own (fixed costs need no call).
+        cost_model = proc.cost_model is not None and not rt.cost_per_item
         current, outcomes = self.current, self.worker.outcomes
         append = outcomes.append
         clock = time.time_ns
@@ -186,16 +189,17 @@ class Runner:
             rowid, seq, key, payload, attempts = c
             item_id = key if key is not None else str(seq)
             ctx = Context(batch_id, item_id, attempts, item_log)
+            item = Item(item_id, seq, payload, attempts, params, proc)
             try:
-                value = fn(Item(item_id, seq, payload, attempts, params, proc), ctx)
+                value = fn(item, ctx)
             except Exception as exc:
                 append(to_outcome(failed_attempt(exc, ctx, attempts, started / 1e6), c, rt, policy))
             else:
                 if not isinstance(value, dict):
                     value = shape_result(value)
                 finished = clock() // 1000
-                append((pk, rowid, OK, value, None, started, finished,
-                        ctx.cost if ctx.cost is not None else default_cost, None))
+                append((pk, rowid, OK, value, None, started, finished, ctx.cost if ctx.cost is not None else
+                        default_cost_of(proc, rt, item) if cost_model else default_cost, None))
                 d = (finished - started) / 1e6
                 self.avg = d if self.avg is None else self.avg * 0.9 + d * 0.1
             if fail_after:  # the outcome is only in memory yet: crashing here loses it, as in _done

@@ -19,7 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
 from batchyard.core.engine import Engine
 from batchyard.core.errors import IdempotencyConflict, InputError, InputProblem
-from batchyard.core.models import BatchInfo, FailurePolicy, ItemInfo, Priority
+from batchyard.core.models import BatchInfo, Estimate, FailurePolicy, ItemInfo, Priority
 from batchyard.core.states import BatchStatus, ItemStatus
 from batchyard.io.nesting import json_too_deep, too_deep_message
 from batchyard.server import idempotency, submit
@@ -29,8 +29,10 @@ from batchyard.server.schemas import (
     Batch,
     BatchCreate,
     BatchList,
+    BudgetUpdate,
     CleanupRequest,
     CleanupResult,
+    EstimateRequest,
     InputFormatName,
     ItemList,
     RecoverResult,
@@ -46,6 +48,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 NonNegative = Annotated[int, Field(ge=0)]
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS_LIMIT)]
 Rate = Annotated[float, Field(ge=0, le=1)]
+Amount = Annotated[float, Field(ge=0)]
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ValidationReport, "description": "dry_run: what would be created; nothing was"},
     400: ERROR_RESPONSES[400], 403: {"model": ErrorResponse, "description": "Processor or input_uri not allowed"},
@@ -86,7 +89,7 @@ def create_batch(body: BatchCreate, request: Request, idempotency_key: idempoten
 def _form_options(processor: str, params: str | None, parallel_jobs: int, priority: Priority,
                   max_failures: int | None, max_failure_rate: float | None, max_attempts: int | None,
                   description: str | None, tags: list[str] | None, start: bool, dry_run: bool,
-                  webhook: dict[str, Any] | None) -> SubmitOptions:
+                  webhook: dict[str, Any] | None, budget: float | None = None) -> SubmitOptions:
     if params and json_too_deep(params):  # json.loads would raise RecursionError (a 500) near 1,000 levels
         raise InputError([InputProblem(line=None, column="params", reason=too_deep_message("params"))])
     try:
@@ -101,7 +104,7 @@ def _form_options(processor: str, params: str | None, parallel_jobs: int, priori
                              failure_policy=FailurePolicy(max_failures=max_failures,
                                                           max_failure_rate=max_failure_rate),
                              max_attempts=max_attempts, description=description, tags=split, start=start,
-                             dry_run=dry_run, webhook=webhook)
+                             dry_run=dry_run, webhook=webhook, budget=budget)
     except ValidationError as exc:
         raise InputError([InputProblem(line=None, column=".".join(map(str, e["loc"])), reason=e["msg"])
                           for e in exc.errors()]) from None
@@ -137,6 +140,7 @@ def upload_batch(
     tags: Annotated[list[str] | SkipJsonSchema[None], Form(description="Tags, repeated or comma-separated.")] = None,
     webhook_url: Annotated[str | SkipJsonSchema[None], Form(description="Webhook URL (see POST /batches).")] = None,
     webhook_progress: Annotated[bool, Form(description="Also send batch.progress events.")] = False,
+    budget: Annotated[Amount | SkipJsonSchema[None], Form(description="Budget (see POST /batches).")] = None,
     start: Annotated[bool, Form()] = True,
     dry_run: Annotated[bool, Form()] = False,
     idempotency_key: idempotency.KeyHeader = None,
@@ -145,7 +149,7 @@ def upload_batch(
     proc = submit.allowed_processor(engine, settings, processor)  # first: the processor decides what params mean
     hook = {"url": webhook_url, "progress": webhook_progress} if webhook_url else None
     opts = _form_options(processor, params, parallel_jobs, priority, max_failures, max_failure_rate, max_attempts,
-                         description, tags, start, dry_run, hook)
+                         description, tags, start, dry_run, hook, budget)
     key = None if opts.dry_run else idempotency.request_key(
         idempotency_key, {**opts.model_dump(mode="json"), "input_format": input_format, "filename": file.filename},
         idempotency.file_sha256(file.file) if idempotency_key else None)
@@ -172,6 +176,25 @@ def validate_batch(body: BatchCreate, request: Request) -> ValidationReport:
         assert body.input_uri is not None
         rows = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params)
     return submit.report(engine, proc, body.params, rows)
+
+
+@router.post("/estimate", response_model=Estimate, responses={**CREATE_RESPONSES, 200: {}},
+             summary="Count, estimated cost and duration of a submission, by cost model or by a sample run")
+def estimate_batch(body: EstimateRequest, request: Request) -> Estimate:
+    """Without ``sample``: the processor's cost model over every item; nothing is created. With ``sample``: the
+    batch is created (pending unless ``start``), that many random items of it run for real (their results are
+    kept and never redone), and the estimate extrapolates their actual cost and time."""
+    engine, settings = engine_of(request), settings_of(request)
+    proc = submit.allowed_processor(engine, settings, body.processor)
+    if body.items is not None:
+        rows, source = submit.inline_rows(settings, body.items, proc, body.params), None
+    else:
+        assert body.input_uri is not None
+        rows, source = submit.uri_rows(settings, body.input_uri, body.input_format, proc, body.params), body.input_uri
+    spec = submit.spec_for(body, proc, settings, source, tenant_of(request))
+    if body.sample:
+        rows = submit.within_quota(engine, settings, tenant_of(request), rows)
+    return engine.estimate(spec, rows, sample=body.sample, seed=body.seed, start=body.start)
 
 
 # -- the server's housekeeping -------------------------------------------------------------------
@@ -282,6 +305,14 @@ def cancel_batch(batch_id: str, request: Request) -> Batch:
              summary="Rerun the failed items of a completed or failed batch")
 def retry_batch(batch_id: str, request: Request) -> Batch:
     return _control(request, batch_id, "retry")
+
+
+@router.post("/{batch_id}/budget", response_model=Batch, responses=CONTROL_RESPONSES,
+             summary="Set or remove a batch's budget; a batch paused at its old one continues")
+def set_budget(batch_id: str, body: BudgetUpdate, request: Request) -> Batch:
+    owned(request, batch_id)
+    info = engine_of(request).set_budget(batch_id, body.budget, resume=body.resume)
+    return Batch.model_validate(info.model_dump())
 
 
 @router.delete("/{batch_id}", status_code=204, response_class=Response, responses=CONTROL_RESPONSES,

@@ -48,6 +48,9 @@ class SubmitOptions(BaseModel):
                           "a plain URL string is accepted too. Default: the server's webhook, if it has one.")
     description: str | None = Field(None, max_length=10_000)
     tags: list[str] = Field(default_factory=list, max_length=100)
+    budget: float | None = Field(None, ge=0, description="The most the batch may spend, in the processor's cost "
+                                                        "unit: it pauses (pause_reason budget_reached) before it "
+                                                        "would spend more; raise it with POST .../budget.")
     start: bool = Field(True, description="Start at once; false leaves the batch pending until POST .../start.")
     dry_run: bool = Field(False, description="Validate only: answer with a ValidationReport, create nothing.")
 
@@ -66,6 +69,26 @@ class BatchCreate(SubmitOptions):
         if (self.items is None) == (self.input_uri is None):
             raise ValueError("give exactly one of 'items' or 'input_uri'")
         return self
+
+
+class EstimateRequest(BatchCreate):
+    """POST /batches/estimate: a submission to price. Without ``sample`` nothing is created."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["items"]},
+                                                                          {"required": ["input_uri"]}]})
+    sample: int = Field(0, ge=0, le=10_000, description="Run this many random items for real and extrapolate from "
+                                                        "their actual cost and time. The batch is then created "
+                                                        "(its id is in the answer) with their results kept.")
+    seed: int | None = Field(None, description="Seed of the random sample.")
+    start: bool = Field(False, description="With a sample: start the batch once the sample is done; otherwise it "
+                                           "stays pending until POST .../start.")
+
+
+class BudgetUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    budget: float | None = Field(ge=0, description="The new budget, in the batch's cost unit; null removes it.")
+    resume: bool = Field(True, description="A batch paused because it reached its old budget runs again (and "
+                                           "pauses again at once if not one more item fits the new one).")
 
 
 class Batch(BatchInfo):
@@ -112,6 +135,8 @@ class ProcessorInfo(BaseModel):
     max_attempts: int
     cost_per_item: float
     cost_unit: str
+    cost_model: bool = Field(False, description="Items cost different amounts (a function of each item): "
+                                                "POST /batches/estimate prices them.")
     params_schema: dict[str, Any] | None = None
 
 

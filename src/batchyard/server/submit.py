@@ -23,6 +23,7 @@ from batchyard.core.engine import Engine
 from batchyard.core.errors import InputError, InputProblem
 from batchyard.core.models import BatchInfo, BatchSpec, Idempotency, Webhook
 from batchyard.core.processor import Processor
+from batchyard.core.sample import model_totals
 from batchyard.io import inputs
 from batchyard.server import netguard
 from batchyard.server.errors import InputUriNotAllowed, PathNotAllowed, ProcessorNotAllowed, TenantLimit, problems
@@ -55,7 +56,7 @@ def spec_for(opts: SubmitOptions, proc: Processor, settings: Settings, source: s
     fields: dict[str, Any] = {
         "processor": proc.name, "params": opts.params, "parallel": opts.parallel_jobs, "priority": opts.priority,
         "failure_policy": opts.failure_policy, "description": opts.description, "tags": opts.tags,
-        "tenant": tenant, "source": source, "webhook": webhook,
+        "tenant": tenant, "source": source, "webhook": webhook, "budget": opts.budget,
     }
     if opts.max_attempts is not None:
         fields["max_attempts"] = opts.max_attempts
@@ -220,14 +221,20 @@ def upload_rows(settings: Settings, path: Path, filename: str | None, fmt: str |
 
 def report(engine: Engine, proc: Processor, params: dict[str, Any], rows: Rows) -> ValidationReport:
     """Read every row without creating anything: the item count and every problem found."""
-    count, found = 0, []
+    count, found, seen = 0, [], []
+
+    def counted() -> Rows:
+        nonlocal count
+        for row in rows:
+            count += 1  # the valid rows, also when the reader then reports problems (after its last row)
+            yield row
+
     try:
         engine.check_params(proc, params)
-        for _ in rows:
-            count += 1
+        seen.append(model_totals(proc, params, counted())[1])  # the cost model prices each row as it is read
     except InputError as exc:
         found = [Problem.model_validate(p) for p in problems(exc)]
-    cost = count * proc.cost_per_item if proc.cost_per_item else None
+    cost = seen[0] if seen else (count * proc.cost_per_item if proc.cost_per_item else None)
     return ValidationReport(valid=not found, processor=proc.name, items=count, problems=found,
                             estimated_cost=cost, cost_unit=proc.cost_unit if cost is not None else None)
 

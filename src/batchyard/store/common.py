@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import psutil
 
-from batchyard.core import defaults
+from batchyard.core import cost, defaults
 from batchyard.core.models import RANK_PRIORITY, WEBHOOK_EVENTS, BatchInfo, ItemError, ts
 from batchyard.core.states import BatchStatus
 
@@ -76,6 +76,8 @@ def batch_info(r: Mapping[str, Any], spec: dict[str, Any], active: float, create
         items_succeeded=r["items_succeeded"], items_failed=r["items_failed"],
         items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
         cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
+        cost_estimated=cost.estimate_total(r["cost_estimated"], spec.get("cost_per_item"), r["items_total"]),
+        budget=r["budget"],
         created_at=created, started_at=started, completed_at=completed, updated_at=updated, active_seconds=active)
 
 
@@ -92,3 +94,28 @@ def content_size(content: bytes | IO[bytes]) -> tuple[int, IO[bytes]]:
     end = content.seek(0, io.SEEK_END)
     content.seek(start)
     return end - start, content
+
+
+def expected_cost(r: Mapping[str, Any], spec: Mapping[str, Any]) -> float | None:
+    """What one more item of the batch row ``r`` is expected to cost (see ``core.cost``)."""
+    total = cost.estimate_total(r["cost_estimated"], spec.get("cost_per_item"), r["items_total"])
+    return cost.per_item(total, r["items_total"], r["cost_total"], r["items_succeeded"] + r["items_failed"])
+
+
+def budget_allowance(r: Mapping[str, Any], spec: Mapping[str, Any]) -> int | None:
+    """How many more items of the batch row ``r`` may start under its budget (None: no budget)."""
+    if r["budget"] is None:
+        return None
+    return cost.allowance(r["budget"], r["cost_total"], r["items_running"], expected_cost(r, spec))
+
+
+def budget_reached(r: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether the running batch row ``r`` must pause for its budget (``core.cost.budget_reached``)."""
+    return r["budget"] is not None and cost.budget_reached(
+        r["budget"], r["cost_total"], r["items_pending"], r["items_running"], expected_cost(r, spec))
+
+
+def startable_items(pending: int, tokens: float | None, allowance: int | None) -> int:
+    """Items of a batch that may start now: pending, within its processor's rate tokens and its budget."""
+    n = pending if tokens is None else min(pending, int(tokens))
+    return n if allowance is None else min(n, allowance)

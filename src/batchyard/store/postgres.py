@@ -65,7 +65,16 @@ from batchyard.store import safe_url
 # The SQLite store's helpers for what is not SQL: whether a worker process on this host is alive,
 # how a stored error becomes an ItemError, which final status sends which webhook event, and one
 # group commit's contribution to a processor's statistics (its counts and duration histogram).
-from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
+from batchyard.store.common import (
+    FINAL_EVENTS,
+    Stats,
+    batch_info,
+    budget_allowance,
+    budget_reached,
+    error_from,
+    process_alive,
+    startable_items,
+)
 from batchyard.store.postgres_files import PostgresFiles
 from batchyard.store.postgres_service import PostgresService
 from batchyard.store.sql import migrations, queries
@@ -205,7 +214,8 @@ class PostgresStore(PostgresFiles, PostgresService):
                         raise InputError(f"an item is not JSON-serialisable: {exc}") from None
                 conn.execute(Q["insert_items"], {"pk": pk, "first": n + 1, "items": _no_nul(blob)})
                 n += len(chunk)
-            conn.execute(Q["finish_insert"], {"n": n, "pk": pk})
+            conn.execute(Q["finish_insert"], {"n": n, "pk": pk, "budget": spec.budget,
+                                              "estimated": spec.cost_estimated})
             if start:
                 if n == 0:
                     self._settle(conn, self._lock_batch(conn, pk))
@@ -265,6 +275,14 @@ class PostgresStore(PostgresFiles, PostgresService):
                 self._notify(conn, batch_id)
         return self.get_batch(batch_id)
 
+    def set_budget(self, batch_id: str, budget: float | None) -> BatchInfo:
+        with self._tx() as conn:
+            row = conn.execute(Q["get_batch_for_update"], {"id": batch_id}).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
+            self._settle(conn, conn.execute(Q["set_budget"], {"pk": row["pk"], "budget": budget}).fetchone())
+        return self.get_batch(batch_id)
+
     def _lock_batch(self, conn: psycopg.Connection[_Row], pk: int) -> _Row | None:
         return conn.execute(Q["batch_by_pk_for_update"], {"pk": pk}).fetchone()
 
@@ -301,6 +319,12 @@ class PostgresStore(PostgresFiles, PostgresService):
                 row = conn.execute(Q["mark_failing"], {"pk": pk, "why": why}).fetchone() or row
         if row["items_pending"] and (row["failing"] or row["status"] == BatchStatus.CANCELLING):
             row = conn.execute(Q["cancel_pending"], {"pk": pk, "reason": None}).fetchone() or row
+        if row["status"] == BatchStatus.RUNNING and not row["failing"] and row["budget"] is not None \
+                and budget_reached(row, row["spec"]):
+            # Not one more item fits the budget and none is in flight: pause, saying why.
+            self._set_status(conn, row, states.apply(row["id"], row["status"], "pause"),
+                             pause_reason=states.PauseReason.BUDGET_REACHED.value)
+            return
         action = states.settle(row["status"], row["items_pending"], row["items_running"], bool(row["failing"]))
         if action is not None:
             self._set_status(conn, row, states.apply(row["id"], row["status"], action))
@@ -498,16 +522,22 @@ class PostgresStore(PostgresFiles, PostgresService):
             # A rate-limited processor's batches can use no more slots than it has tokens for now.
             startable = {name: limits.level(*buckets[name], now, lim) if name in buckets else lim.burst
                          for name, lim in rate.items()}
+            # A batch with a budget can start no more items than the budget pays for, counting those in flight.
+            # (Its counters were read under the claim lock, which every claim holds: no other claim moved them.)
+            budgeted = {r["pk"]: budget_allowance(r, r["spec"]) for r in rows if r["budget"] is not None}
             runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"], tenant=r["tenant"],
-                                 parallel=r["parallel"], pending=min(r["items_pending"], int(startable.get(
-                                     r["processor"], r["items_pending"]))),
+                                 parallel=r["parallel"], pending=startable_items(
+                                     r["items_pending"], startable.get(r["processor"]), budgeted.get(r["pk"])),
                                  slots_others=others.get(r["pk"], 0), last_claim_at=r["last_claim_at"])
                         for r in rows]
             plans = plan(runnable, held, capacity, proc_room, tenant_room)
+            # Batches with nothing left to start, or nothing their budget pays for, and none in flight: to end
+            # or pause.
+            idle = {r["pk"] for r in rows
+                    if (r["items_pending"] == 0 or budgeted.get(r["pk"]) == 0) and r["items_running"] == 0}
             # Lock the batches this claim writes to, in pk order (as every writer does), and check
             # they still run: a pause or cancel may have committed since they were read.
-            touch = [r["pk"] for r in rows
-                     if plans[r["pk"]].claim or (r["items_pending"] == 0 and r["items_running"] == 0)]
+            touch = [r["pk"] for r in rows if plans[r["pk"]].claim or r["pk"] in idle]
             live: dict[int, bool] = {}
             if touch:
                 for b in conn.execute(Q["lock_batches"], {"pks": touch}):
@@ -530,8 +560,8 @@ class PostgresStore(PostgresFiles, PostgresService):
                 if want:
                     got = conn.execute(Q["claim_items"], {"pk": pk, "n": want, "worker": worker_pk}).fetchone()
                     claimed = (got and got["json_agg"]) or []
-                elif alive and r["items_pending"] == 0 and r["items_running"] == 0:
-                    self._settle(conn, self._lock_batch(conn, pk))  # nothing left: end it
+                elif alive and pk in idle:
+                    self._settle(conn, self._lock_batch(conn, pk))  # nothing left: end it (or pause it)
                 if grant:
                     grant_pks.append(pk)
                     grant_slots.append(grant)
@@ -550,6 +580,29 @@ class PostgresStore(PostgresFiles, PostgresService):
             drop = [pk for pk in {*held, *result.grants} if not result.grants.get(pk)]
             if drop:
                 conn.execute(Q["delete_slots_many"], {"worker": worker_pk, "pks": drop})
+        return result
+
+    def lease_items(self, worker_pk: int, batch_id: str, seqs: list[int]) -> ClaimResult:
+        result = ClaimResult()
+        with self._tx() as conn:
+            conn.execute(Q["claim_lock"])  # as claims: a worker reaped meanwhile must not lease
+            row = conn.execute(Q["get_batch_for_update"], {"id": batch_id}).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
+            if states.is_final(row["status"]) or row["status"] == BatchStatus.CANCELLING \
+                    or conn.execute(Q["worker_exists"], {"pk": worker_pk}).fetchone() is None:
+                return result
+            wanted = sorted({s for s in seqs if 1 <= s <= row["items_total"]})
+            got = conn.execute(Q["lease_items"], {"pk": row["pk"], "seqs": wanted, "worker": worker_pk}
+                               ).fetchone() if wanted else None
+            claimed: list[Claimed] = (got and got["json_agg"]) or []
+            if claimed:
+                result.items[row["pk"]] = claimed
+            spec = row["spec"]
+            result.batches[row["pk"]] = BatchRuntime(
+                pk=row["pk"], batch_id=row["id"], processor=row["processor"], params=spec.get("params") or {},
+                max_attempts=row["max_attempts"], status=row["status"], cost_per_item=spec.get("cost_per_item") or 0.0,
+                pending=row["items_pending"] - len(claimed))
         return result
 
     def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult:

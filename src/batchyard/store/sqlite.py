@@ -68,7 +68,16 @@ from batchyard.core.store import (
     Reaped,
     RecordResult,
 )
-from batchyard.store.common import FINAL_EVENTS, Stats, batch_info, error_from, process_alive
+from batchyard.store.common import (
+    FINAL_EVENTS,
+    Stats,
+    batch_info,
+    budget_allowance,
+    budget_reached,
+    error_from,
+    process_alive,
+    startable_items,
+)
 from batchyard.store.sql import migrations, queries
 from batchyard.store.sqlite_files import SQLiteFiles
 
@@ -196,7 +205,8 @@ class SQLiteStore(SQLiteFiles):
                 conn.execute(insert, {"first": next_id, "items": blob})
                 next_id += len(chunk)
             n = next_id - first
-            conn.execute(Q["finish_insert"], {"first": first, "last": next_id - 1, "n": n, "pk": pk})
+            conn.execute(Q["finish_insert"], {"first": first, "last": next_id - 1, "n": n, "pk": pk,
+                                              "budget": spec.budget, "estimated": spec.cost_estimated})
             if start and n == 0:
                 self._settle(conn, pk, now)
         return self.get_batch(batch_id)
@@ -287,6 +297,16 @@ class SQLiteStore(SQLiteFiles):
             self._settle(conn, row["pk"], now)
         return self.get_batch(batch_id)
 
+    def set_budget(self, batch_id: str, budget: float | None) -> BatchInfo:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
+            conn.execute("UPDATE batches SET budget = ?, updated_at = ? WHERE pk = ?", (budget, now, row["pk"]))
+            self._settle(conn, row["pk"], now)  # a lowered budget may already be reached
+        return self.get_batch(batch_id)
+
     def _guarded_update(self, conn: sqlite3.Connection, row: sqlite3.Row, sets: dict[str, Any]) -> None:
         cols = ", ".join(f"{k} = ?" for k in sets)
         cur = conn.execute(f"UPDATE batches SET {cols} WHERE pk = ? AND status = ?",
@@ -326,6 +346,14 @@ class SQLiteStore(SQLiteFiles):
             conn.execute("UPDATE batches SET items_pending = items_pending - ?, items_cancelled = items_cancelled + ?"
                          " WHERE pk = ?", (n, n, pk))
             row = conn.execute(Q["batch_by_pk"], (pk,)).fetchone()
+        if row["status"] == BatchStatus.RUNNING and not row["failing"] and row["budget"] is not None \
+                and budget_reached(row, json.loads(row["spec"])):
+            # Not one more item fits the budget and none is in flight: pause, saying why.
+            self._guarded_update(conn, row, {
+                "status": states.apply(row["id"], row["status"], "pause"),
+                "pause_reason": states.PauseReason.BUDGET_REACHED.value, "updated_at": now, "running_since": None,
+                "active_seconds": row["active_seconds"] + now - (row["running_since"] or now)})
+            return
         action = states.settle(row["status"], row["items_pending"], row["items_running"], bool(row["failing"]))
         if action is None:
             return
@@ -486,9 +514,11 @@ class SQLiteStore(SQLiteFiles):
                 if limit is not None:
                     bucket = conn.execute(Q["get_bucket"], (name,)).fetchone()
                     startable[name] = limits.level(bucket[0], bucket[1], now, limit) if bucket else limit.burst
+            # A batch with a budget can start no more items than the budget pays for, counting those in flight.
+            budgeted = {r["pk"]: budget_allowance(r, json.loads(r["spec"])) for r in rows if r["budget"] is not None}
             runnable = [Runnable(pk=r["pk"], processor=r["processor"], priority=r["priority"], tenant=r["tenant"],
-                                 parallel=r["parallel"], pending=min(r["items_pending"], int(startable.get(
-                                     r["processor"], r["items_pending"]))),
+                                 parallel=r["parallel"], pending=startable_items(
+                                     r["items_pending"], startable.get(r["processor"]), budgeted.get(r["pk"])),
                                  slots_others=others.get(r["pk"], 0), last_claim_at=r["last_claim_at"])
                         for r in rows]
             plans = plan(runnable, held, capacity, proc_room, tenant_room)
@@ -507,8 +537,8 @@ class SQLiteStore(SQLiteFiles):
                     claimed = self._claim_chunk(conn, worker_pk, r["first_item"], r["last_item"], want, now)
                     if claimed:
                         conn.execute(Q["count_claimed"], {"n": len(claimed), "now": now, "pk": pk})
-                elif r["items_pending"] == 0 and r["items_running"] == 0:
-                    self._settle(conn, pk, now)
+                elif (r["items_pending"] == 0 or budgeted.get(pk) == 0) and r["items_running"] == 0:
+                    self._settle(conn, pk, now)  # nothing left, or nothing the budget pays for: end or pause it
                 if p.grant:
                     conn.execute(Q["upsert_slots"], (worker_pk, pk, p.grant))
                 else:
@@ -526,6 +556,37 @@ class SQLiteStore(SQLiteFiles):
             for pk in held:
                 if pk not in result.grants:
                     conn.execute(Q["delete_slots"], (worker_pk, pk))
+        return result
+
+    def lease_items(self, worker_pk: int, batch_id: str, seqs: list[int]) -> ClaimResult:
+        now = time.time()
+        result = ClaimResult()
+        with self._write() as conn:
+            row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", kind="batch", ident=batch_id)
+            if states.is_final(row["status"]) or row["status"] == BatchStatus.CANCELLING \
+                    or conn.execute("SELECT 1 FROM workers WHERE pk = ?", (worker_pk,)).fetchone() is None:
+                return result
+            first, total = row["first_item"], row["items_total"]
+            ids = sorted({first + s - 1 for s in seqs if 1 <= s <= total})
+            claimed: list[Claimed] = []
+            if ids:
+                marker = secrets.randbits(62)
+                conn.execute("UPDATE items SET status = 1, worker = ?, claim = ?, attempts = attempts + 1 "
+                             "WHERE id IN (SELECT value FROM json_each(?)) AND status = 0",
+                             (worker_pk, marker, json.dumps(ids)))
+                blob = conn.execute(Q["claimed_items"], {"first": first, "lo": ids[0], "hi": ids[-1],
+                                                         "claim": marker}).fetchone()[0]
+                claimed = sorted(json.loads(blob))
+            if claimed:
+                conn.execute(Q["count_claimed"], {"n": len(claimed), "now": now, "pk": row["pk"]})
+                result.items[row["pk"]] = claimed
+            spec = json.loads(row["spec"])
+            result.batches[row["pk"]] = BatchRuntime(
+                pk=row["pk"], batch_id=row["id"], processor=row["processor"], params=spec.get("params") or {},
+                max_attempts=row["max_attempts"], status=row["status"], cost_per_item=spec.get("cost_per_item") or 0.0,
+                pending=row["items_pending"] - len(claimed))
         return result
 
     def _claim_chunk(self, conn: sqlite3.Connection, worker_pk: int, first: int, last: int, n: int,

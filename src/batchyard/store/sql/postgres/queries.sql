@@ -51,7 +51,11 @@ SELECT %(pk)s, %(first)s + e.n - 1, e.v ->> 0, e.v -> 1
 FROM json_array_elements(%(items)s::json) WITH ORDINALITY AS e(v, n);
 
 -- name: finish_insert
-UPDATE batches SET items_total = %(n)s, items_pending = %(n)s WHERE pk = %(pk)s;
+UPDATE batches SET items_total = %(n)s, items_pending = %(n)s, budget = %(budget)s, cost_estimated = %(estimated)s
+WHERE pk = %(pk)s;
+
+-- name: set_budget
+UPDATE batches SET budget = %(budget)s, updated_at = clock_timestamp() WHERE pk = %(pk)s RETURNING *;
 
 -- Reads of a batch carry the database clock (db_now) so that active seconds are judged by it.
 -- name: get_batch
@@ -263,6 +267,7 @@ RETURNING *;
 -- name: runnable_batches
 SELECT pk, id, tenant, processor, priority, parallel, items_pending, items_running,
        extract(epoch FROM last_claim_at)::float8 AS last_claim_at, status, spec, max_attempts, failing,
+       budget, cost_total, cost_estimated, items_total, items_succeeded, items_failed,
        extract(epoch FROM clock_timestamp())::float8 AS db_now
 FROM batches
 WHERE status = 'running'
@@ -312,6 +317,26 @@ WITH picked AS (
                        items_running = items_running + (SELECT count(*) FROM claimed),
                        attempts_total = attempts_total + (SELECT count(*) FROM claimed),
                        last_claim_at = now(), updated_at = clock_timestamp()
+    WHERE pk = %(pk)s AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT json_agg(json_build_array(seq, seq, key, payload, attempts) ORDER BY seq) FROM claimed;
+
+-- claim_items for chosen items (an estimate's random sample), whatever the batch's status.
+-- name: lease_items
+WITH picked AS (
+    SELECT ctid AS tid FROM items
+    WHERE batch_pk = %(pk)s AND seq = ANY(%(seqs)s) AND status = 0
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE items i SET status = 1, worker = %(worker)s, attempts = i.attempts + 1
+    FROM picked p
+    WHERE i.ctid = p.tid
+    RETURNING i.seq, i.key, i.payload, i.attempts
+), counted AS (
+    UPDATE batches SET items_pending = items_pending - (SELECT count(*) FROM claimed),
+                       items_running = items_running + (SELECT count(*) FROM claimed),
+                       attempts_total = attempts_total + (SELECT count(*) FROM claimed),
+                       updated_at = clock_timestamp()
     WHERE pk = %(pk)s AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT json_agg(json_build_array(seq, seq, key, payload, attempts) ORDER BY seq) FROM claimed;

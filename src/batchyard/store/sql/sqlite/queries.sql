@@ -16,7 +16,8 @@ INSERT INTO items (id, key, payload)
 SELECT :first + key, value ->> 0, value -> 1 FROM json_each(:items);
 
 -- name: finish_insert
-UPDATE batches SET first_item = :first, last_item = :last, items_total = :n, items_pending = :n
+UPDATE batches SET first_item = :first, last_item = :last, items_total = :n, items_pending = :n,
+                   budget = :budget, cost_estimated = :estimated
 WHERE pk = :pk;
 
 -- name: get_batch
@@ -27,7 +28,8 @@ SELECT * FROM batches WHERE fingerprint = ? AND status != 'cancelled' ORDER BY p
 
 -- name: runnable_batches
 SELECT pk, id, tenant, processor, priority, parallel, items_pending, items_running, last_claim_at, first_item,
-       last_item, status, spec, max_attempts, failing
+       last_item, status, spec, max_attempts, failing, budget, cost_total, cost_estimated, items_total,
+       items_succeeded, items_failed
 FROM batches
 WHERE status = 'running';
 

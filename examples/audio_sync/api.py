@@ -52,7 +52,7 @@ from batchyard.core.models import BatchInfo, ItemInfo, Priority, Webhook
 from batchyard.core.processor import import_source
 from batchyard.core.states import BatchStatus, ItemStatus
 from batchyard.io.flatten import neutralise
-from batchyard.server import mounts, submit
+from batchyard.server import mounts, netguard, submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
 from batchyard.server.routes_system import VERSION
 from batchyard.server.schemas import SubmitOptions
@@ -252,7 +252,7 @@ def start_batch(batch_id: str, request: Request, body: StartRequest | None = Non
                            "started can be started")
     webhook = webhook_of(body.notification_webhook)
     if webhook is not None:  # refused now, not at the first delivery (the SSRF guard of /api/v1)
-        submit.netguard.check_url(webhook.url, allow_private=settings.allow_private_network)
+        netguard.check_url(webhook.url, allow_private=settings.allow_private_network)
     changes = {k: v for k, v in (("parallel", body.parallel_jobs), ("priority", body.priority),
                                  ("webhook", webhook)) if v is not None and v != getattr(info, k)}
     if changes:

@@ -371,6 +371,11 @@ def test_errors_in_the_seeds_shape(http: httpx.Client, data: Path) -> None:
                   {"parallel_jobs": 2, "colour": "red"}):
         wrong = http.post(f"{BATCH}/{batch_id}/start", json=body_)
         assert wrong.status_code == 400 and wrong.json()["success"] is False, (body_, wrong.text)
+    # The SSRF guard holds for the seed's webhooks too (this server has no --allow-private-network)
+    private = http.post(f"{BATCH}/{batch_id}/start", json={"notification_webhook": "http://127.0.0.1:9/hook"})
+    assert private.status_code == 403 and private.json()["success"] is False
+    assert upload(http, rows_csv(data, limit=1), notification_webhook="http://10.0.0.1/hook").status_code == 403
+    assert http.get(f"{BATCH}/{batch_id}/status").json()["status"] == "pending"  # none of that started it
     assert http.get(f"{BATCH}/{batch_id}/results", params={"export_format": "xml"}).status_code == 400
     assert http.get(f"{API}/reports/{batch_id}.pdf").status_code == 400
     for path in (f"{BATCH}/nope/status", f"{BATCH}/nope/results", f"{API}/reports/nope.json"):

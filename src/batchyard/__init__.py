@@ -15,6 +15,7 @@ from batchyard.core.errors import (
 )
 from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, ItemInfo, NewItem, Priority
 from batchyard.core.processor import Context, Item, Processor, processor
+from batchyard.core.resources import Resource, ResourceContext
 from batchyard.core.retry import RetryPolicy
 from batchyard.core.states import BatchStatus, ItemStatus, PauseReason
 from batchyard.store import open_store
@@ -57,6 +58,8 @@ __all__ = [
     "Priority",
     "Processor",
     "ProcessorNotFound",
+    "Resource",
+    "ResourceContext",
     "RetryAfter",
     "RetryPolicy",
     "SchemaVersionError",

@@ -1397,6 +1397,75 @@ class StoreContract:
         assert [c.seq for c in rest] == [1, 3, 4, 6]
         assert_counters_match_items(store, b.batch_id)
 
+    # -- shared resources per batch -----------------------------------------------------------------
+
+    def test_resource_is_set_up_by_one_worker_while_others_wait(self, store: Store) -> None:
+        b = new_batch(store, 3)
+        pk = pk_of(claim(store, store.register_worker("w0", ["noop"], 8)), b.batch_id)
+        w1, w2 = (store.register_worker(f"w{n}", ["noop"], 8) for n in (1, 2))
+        assert store.get_batch(b.batch_id).resource is None
+        assert store.acquire_resource(pk, w1) == ("setup", None)
+        assert store.acquire_resource(pk, w2).status == "wait"
+        assert store.acquire_resource(pk, w1) == ("setup", None)  # the holder may ask again
+        assert store.save_resource(pk, w1, {"stamp": "s1", "usable": False}, ready=False)
+        assert not store.save_resource(pk, w2, {"stamp": "s2"}, ready=True)  # not the holder
+        during = store.get_batch(b.batch_id).resource
+        assert during is not None and (during.status, during.state) == ("setup", {"stamp": "s1", "usable": False})
+        assert store.save_resource(pk, w1, {"stamp": "s1", "usable": True}, ready=True, capacity=200.0)
+        assert store.acquire_resource(pk, w2) == ("ready", {"stamp": "s1", "usable": True})
+        assert store.acquire_resource(pk, w1).status == "ready"
+        info = store.get_batch(b.batch_id).resource
+        assert info is not None and (info.status, info.capacity, info.used) == ("ready", 200.0, 0.0)
+
+    def test_resource_setup_of_a_lost_worker_passes_on_with_its_checkpoint(self, store: Store) -> None:
+        b = new_batch(store, 3)
+        w1, w2 = (store.register_worker(f"w{n}", ["noop"], 8) for n in (1, 2))
+        pk = pk_of(claim(store, w1), b.batch_id)
+        assert store.acquire_resource(pk, w1).status == "setup"
+        assert store.save_resource(pk, w1, {"stamp": "bought"}, ready=False)
+        store.unregister_worker(w1)  # as when it is reaped after kill -9
+        assert store.acquire_resource(pk, w2) == ("setup", {"stamp": "bought"})  # not from nothing
+        assert not store.save_resource(pk, w1, {"stamp": "late"}, ready=True)  # the lost one is fenced off
+        assert store.save_resource(pk, w2, {"stamp": "bought", "usable": True}, ready=True)
+        assert store.get_batch(b.batch_id).resource.state == {"stamp": "bought", "usable": True}
+
+    def test_a_failed_setup_lets_go_of_the_lock(self, store: Store) -> None:
+        b = new_batch(store, 3)
+        w1, w2 = (store.register_worker(f"w{n}", ["noop"], 8) for n in (1, 2))
+        pk = pk_of(claim(store, w1), b.batch_id)
+        assert store.acquire_resource(pk, w1).status == "setup"
+        store.release_resource(pk, w1)
+        assert store.acquire_resource(pk, w2).status == "setup"
+
+    def test_resource_usage_utilisation_and_closing_once(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 2)
+        pk, got = claim_batch(store, worker, b)
+        store.acquire_resource(pk, worker)
+        store.save_resource(pk, worker, {"session": 7}, ready=True, capacity=40.0)
+        store.use_resource({pk: 6.0})
+        store.use_resource({pk: 4.0})
+        info = store.get_batch(b.batch_id).resource
+        assert info is not None and (info.used, info.utilization_percent) == (10.0, 25.0)
+        assert store.resources_to_close(["noop"]) == []  # still running
+        store.record(worker, [ok(pk, c) for c in got])
+        assert store.get_batch(b.batch_id).status == "completed"
+        assert store.resources_to_close(["other"]) == []
+        assert store.resources_to_close(["noop"]) == [(pk, b.batch_id, "noop", {})]
+        assert store.close_resource(pk) == {"session": 7}
+        assert store.close_resource(pk) is None  # closed once
+        assert store.resources_to_close(["noop"]) == []
+        assert store.get_batch(b.batch_id).resource.status == "closed"
+
+    def test_a_reopened_batch_sets_its_resource_up_again_from_the_closed_one(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 1)
+        pk, got = claim_batch(store, worker, b)
+        store.acquire_resource(pk, worker)
+        store.save_resource(pk, worker, {"stamp": "old"}, ready=True)
+        store.record(worker, [fail(pk, got[0])])
+        store.close_resource(pk)
+        store.transition(b.batch_id, "retry")
+        assert store.acquire_resource(pk, worker) == ("setup", {"stamp": "old"})
+
     def test_reopening_keeps_data(self, store: Store, reopen: Callable[[], Store]) -> None:
         b = new_batch(store, 2)
         other = reopen()

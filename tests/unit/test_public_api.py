@@ -8,8 +8,8 @@ EXPECTED = {
     "ApiError", "AsyncClient", "Batch", "BatchInfo", "BatchSpec", "BatchStatus", "BatchyardError", "Client",
     "ConfigError", "Context", "Engine", "FailurePolicy", "InputError", "InvalidTransition", "Item", "ItemInfo",
     "ItemStatus", "NewItem", "NotFound", "PauseReason", "PermanentError", "Priority", "Processor",
-    "ProcessorNotFound", "RetryAfter", "RetryPolicy", "SchemaVersionError", "__version__", "arun", "batch", "cancel",
-    "open_store", "pause", "processor", "resume", "run", "status",
+    "ProcessorNotFound", "Resource", "ResourceContext", "RetryAfter", "RetryPolicy", "SchemaVersionError",
+    "__version__", "arun", "batch", "cancel", "open_store", "pause", "processor", "resume", "run", "status",
 }
 
 

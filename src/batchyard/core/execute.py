@@ -89,23 +89,24 @@ def error_info(exc: BaseException, attempt: int) -> dict[str, Any]:
 class Attempt:
     """What one call of a processor produced (picklable, for child processes)."""
 
-    __slots__ = ("cost", "error", "finished", "ok", "permanent", "result", "started")
+    __slots__ = ("cost", "error", "finished", "ok", "permanent", "result", "started", "used")
 
     def __init__(self, ok: bool, result: dict[str, Any] | None, error: dict[str, Any] | None, permanent: bool,
-                 cost: float | None, started: float, finished: float) -> None:
+                 cost: float | None, started: float, finished: float, used: float = 0.0) -> None:
         self.ok, self.result, self.error, self.permanent = ok, result, error, permanent
         self.cost, self.started, self.finished = cost, started, finished
+        self.used = used  # of the batch's shared resource (ctx.use_resource)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Attempt, (self.ok, self.result, self.error, self.permanent, self.cost, self.started,
-                          self.finished))
+                          self.finished, self.used))
 
 
 def make_item(proc: Processor, rt: BatchRuntime, c: Claimed) -> tuple[Item, Context]:
     _, seq, key, payload, attempts = c
     item_id = key if key is not None else str(seq)
     return (Item(item_id, seq, payload, attempts, rt.params, proc),
-            Context(rt.batch_id, item_id, attempts, log))
+            Context(rt.batch_id, item_id, attempts, log, rt.resource))
 
 
 def default_cost_of(proc: Processor, rt: BatchRuntime, item: Item) -> float | None:
@@ -123,7 +124,7 @@ def default_cost_of(proc: Processor, rt: BatchRuntime, item: Item) -> float | No
 def _finish(proc: Processor, rt: BatchRuntime, item: Item, ctx: Context, value: Any, started: float) -> Attempt:
     result = shape_result(value)
     cost = ctx.cost if ctx.cost is not None else default_cost_of(proc, rt, item)
-    return Attempt(True, result, None, False, cost, started, time.time())
+    return Attempt(True, result, None, False, cost, started, time.time(), ctx.used)
 
 
 def failed_attempt(exc: BaseException, ctx: Context | None, attempt: int, started: float) -> Attempt:
@@ -135,7 +136,8 @@ def failed_attempt(exc: BaseException, ctx: Context | None, attempt: int, starte
     error = error_info(exc, attempt)
     if isinstance(exc, RetryAfter):  # kept with the error: to_outcome reads it, and users see why it waited
         error["retry_after"] = exc.seconds
-    return Attempt(False, result, error, permanent, ctx.cost if ctx else None, started, time.time())
+    return Attempt(False, result, error, permanent, ctx.cost if ctx else None, started, time.time(),
+                   ctx.used if ctx else 0.0)
 
 
 def invoke(proc: Processor, rt: BatchRuntime, c: Claimed) -> Attempt:

@@ -126,6 +126,22 @@ class Counts(BaseModel):
         return self.succeeded + self.failed + self.cancelled
 
 
+class ResourceInfo(BaseModel):
+    """A batch's shared resource (see ``core.resources``): its state as every item gets it, and how full it is."""
+
+    status: str = Field(description="setup (being set up), ready, or closed (torn down once the batch ended).")
+    state: dict[str, Any] | None = Field(None, description="What setup returned (or checkpointed, during setup).")
+    capacity: float | None = Field(None, description="How much it holds, in the unit items report their use in.")
+    used: float = Field(0.0, description="What the items used of it so far.")
+    utilization_percent: float | None = Field(None, description="used / capacity, in percent.")
+
+    @model_validator(mode="after")
+    def _utilization(self) -> ResourceInfo:
+        if self.capacity:
+            self.utilization_percent = round(100.0 * self.used / self.capacity, 3)
+        return self
+
+
 class BatchInfo(BaseModel):
     """A batch as every surface reports it. Reads are O(1): counters live on the batch row."""
 
@@ -161,6 +177,10 @@ class BatchInfo(BaseModel):
                                                            "average); null while unknown.")
     budget: float | None = Field(None, description="The most the batch may spend; at it, it pauses with "
                                                    "pause_reason budget_reached.")
+    resource: ResourceInfo | None = Field(None, description="The processor's shared resource for this batch, "
+                                                            "once a worker started setting it up.")
+    throttled: str | None = Field(None, description="Why workers stopped claiming its items for now (memory, disk "
+                                                    "or CPU above their thresholds), while that lasts.")
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None

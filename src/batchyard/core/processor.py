@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from batchyard.core.errors import ConfigError, ProcessorNotFound
 from batchyard.core.limits import RateLimit
+from batchyard.core.resources import Resource
 from batchyard.core.retry import RetryPolicy
 
 Mode = Literal["async", "thread", "process"]
@@ -44,6 +45,8 @@ class Processor:
     cost_unit: str = "USD"
     # A function of the item instead of a fixed cost per item; None: ``cost_per_item`` for every item.
     cost_model: CostModel | None = None
+    # Set up once per batch and handed to every item as ctx.resource (see core.resources).
+    resource: Resource | None = None
     # Processors that run arbitrary commands are never served over HTTP without an explicit flag.
     unsafe: bool = False
     source: str | None = None
@@ -84,6 +87,7 @@ class Processor:
             "cost_per_item": self.cost_per_item,
             "cost_unit": self.cost_unit,
             "cost_model": self.cost_model is not None,
+            "resource": type(self.resource).__name__ if self.resource is not None else None,
             "params_schema": self.params_schema(),
         }
 
@@ -120,15 +124,19 @@ class Item:
 class Context:
     """Handed to a processor with each item: where it runs, and how to report cost and progress."""
 
-    __slots__ = ("attempt", "batch_id", "cost", "detail", "item_id", "logger")
+    __slots__ = ("attempt", "batch_id", "cost", "detail", "item_id", "logger", "resource", "used")
 
-    def __init__(self, batch_id: str, item_id: str, attempt: int, logger: logging.Logger) -> None:
+    def __init__(self, batch_id: str, item_id: str, attempt: int, logger: logging.Logger,
+                 resource: dict[str, Any] | None = None) -> None:
         self.batch_id = batch_id
         self.item_id = item_id
         self.attempt = attempt
         self.cost: float | None = None
         self.detail: Any = None
         self.logger = logger
+        # The batch's shared resource (what its processor's Resource.setup returned), or None without one.
+        self.resource = resource
+        self.used = 0.0
 
     @property
     def idempotency_key(self) -> str:
@@ -138,6 +146,10 @@ class Context:
     def report_cost(self, amount: float) -> None:
         """Add to this item's actual cost (replaces the processor's cost_per_item for this item)."""
         self.cost = (self.cost or 0.0) + float(amount)
+
+    def use_resource(self, amount: float) -> None:
+        """Report how much of the batch's shared resource this item used (its utilisation shows on the batch)."""
+        self.used += float(amount)
 
     def progress(self, detail: Any) -> None:
         """Attach a progress detail to the item (kept with its result)."""
@@ -160,6 +172,7 @@ def processor(
     retry: RetryPolicy | int | None = None,
     cost_per_item: float | CostModel = 0.0,
     cost_unit: str = "USD",
+    resource: type[Resource] | Resource | None = None,
     unsafe: bool = False,
 ) -> Callable[[Callable[..., Any]], Processor]:
     """Register ``fn(item, ctx) -> dict`` as a processor.
@@ -169,7 +182,8 @@ def processor(
     ``retry`` is a RetryPolicy or a max attempt count. ``cost_per_item`` is a number, or a function of the
     item (``lambda item: item.payload["size"] / 1e9``) when items cost different amounts; either is what an
     item costs unless the processor reports its actual cost (``ctx.report_cost``), and what estimates and
-    budgets count with.
+    budgets count with. ``resource`` (a ``batchyard.Resource`` class or instance) is set up once per batch
+    and handed to every item as ``ctx.resource``.
     """
 
     def register(fn: Callable[..., Any]) -> Processor:
@@ -197,6 +211,7 @@ def processor(
             cost_per_item=0.0 if callable(cost_per_item) else float(cost_per_item),
             cost_unit=cost_unit,
             cost_model=cost_per_item if callable(cost_per_item) else None,
+            resource=resource() if isinstance(resource, type) else resource,
             unsafe=unsafe,
             source=getattr(fn, "__module__", None),
         )

@@ -15,16 +15,14 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
+from batchyard.core import resources
 from batchyard.core.execute import Attempt, ainvoke, invoke, timed_out, to_outcome
 from batchyard.core.models import Estimate, NewItem, ProcessorStats, SampleReport
 from batchyard.core.processor import Processor
 from batchyard.core.store import OK, BatchRuntime, Claimed, Outcome, Store
-
-# Runs one claimed item (for processors with a shared resource, with the resource in its context).
-Invoke = Callable[[BatchRuntime, Claimed], Attempt]
 
 
 def model_totals(proc: Processor, params: dict[str, Any], items: Iterable[NewItem | tuple[str | None, Any]]
@@ -70,21 +68,27 @@ def by_model(proc: Processor, params: dict[str, Any], items: Iterable[NewItem | 
 
 
 def run_sample(store: Store, proc: Processor, batch_id: str, size: int, parallel: int, *,
-               seed: int | None = None, run_item: Invoke | None = None) -> SampleReport:
+               seed: int | None = None) -> SampleReport:
     """Run a random sample of ``size`` pending items of the batch for real, recording their outcomes."""
     info = store.get_batch(batch_id)
     rng = random.Random(seed)
     seqs = sorted(rng.sample(range(1, info.items_total + 1), min(size, info.items_total)))
     worker_pk = store.register_worker(f"{socket.gethostname()}:{os.getpid()}:sample", [proc.name], parallel)
     started = time.monotonic()
+    outcomes: list[Outcome] = []
     try:
         leased = store.lease_items(worker_pk, batch_id, seqs)
-        outcomes: list[Outcome] = []
         for pk, claimed in leased.items.items():
             rt = leased.batches[pk]
-            outcomes.extend(_run(proc, rt, [tuple(c) for c in claimed], parallel, run_item))  # type: ignore[misc]
-        if outcomes:
-            store.record(worker_pk, outcomes)
+            if proc.resource is not None:  # the batch's shared resource: set up now, kept for the batch's run
+                state = resources.obtain(store, proc.resource, pk, batch_id, worker_pk, rt.params)
+                rt = dataclasses.replace(rt, resource=state)
+            done, used = _run(proc, rt, [tuple(c) for c in claimed], parallel)  # type: ignore[misc]
+            outcomes.extend(done)
+            if done:
+                store.record(worker_pk, done)
+            if used:
+                store.use_resource({pk: used})
     finally:
         store.unregister_worker(worker_pk)  # anything left leased goes back to pending
     seconds = time.monotonic() - started
@@ -95,17 +99,16 @@ def run_sample(store: Store, proc: Processor, batch_id: str, size: int, parallel
                         mean_item_seconds=round(sum(took) / len(took), 6) if took else None)
 
 
-def _run(proc: Processor, rt: BatchRuntime, claimed: list[Claimed], parallel: int,
-         run_item: Invoke | None) -> list[Outcome]:
+def _run(proc: Processor, rt: BatchRuntime, claimed: list[Claimed], parallel: int) -> tuple[list[Outcome], float]:
+    """Outcomes of the claimed items, and what they used of the batch's resource."""
     policy = dataclasses.replace(proc.retry, max_attempts=rt.max_attempts)
-    if proc.mode == "async" and run_item is None:
+    if proc.mode == "async":
         attempts = asyncio.run(_run_async(proc, rt, claimed, parallel))
     else:
-        call = run_item or (lambda r, c: invoke(proc, r, c))
         lanes = max(1, min(parallel, len(claimed)))
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="batchyard-sample")
         started = time.time()
-        futures = [pool.submit(call, rt, c) for c in claimed]
+        futures = [pool.submit(invoke, proc, rt, c) for c in claimed]
         # Thread lanes cannot be interrupted: items still running once every item could have used its whole
         # timeout are recorded as timed out, as a worker does, and their threads are left to end on their own.
         limit = proc.timeout * math.ceil(len(claimed) / lanes) + 1 if proc.timeout else None
@@ -113,7 +116,7 @@ def _run(proc: Processor, rt: BatchRuntime, claimed: list[Claimed], parallel: in
         attempts = [f.result() if f in done else timed_out(proc, c, started)
                     for f, c in zip(futures, claimed, strict=True)]
         pool.shutdown(wait=False, cancel_futures=True)
-    return [to_outcome(a, c, rt, policy) for a, c in zip(attempts, claimed, strict=True)]
+    return [to_outcome(a, c, rt, policy) for a, c in zip(attempts, claimed, strict=True)], sum(a.used for a in attempts)
 
 
 async def _run_async(proc: Processor, rt: BatchRuntime, claimed: list[Claimed], parallel: int) -> list[Attempt]:

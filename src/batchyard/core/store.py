@@ -65,6 +65,7 @@ class BatchRuntime:
     status: str
     cost_per_item: float
     pending: int = 0  # items still claimable after this claim (0: do not ask again at once)
+    resource: dict[str, Any] | None = None  # the batch's shared resource, once the worker has it (ctx.resource)
 
 
 @dataclass
@@ -94,6 +95,15 @@ class IdempotencyRecord(NamedTuple):
     batch_id: str
     request_hash: str
     created_at: float  # seconds since the epoch
+
+
+class ResourceClaim(NamedTuple):
+    """What ``acquire_resource`` answers: ``ready`` (``state`` is the resource), ``setup`` (the caller sets it up;
+    ``state`` is what an interrupted setup checkpointed, or the closed resource of a re-opened batch, or None),
+    or ``wait`` (another live worker is setting it up)."""
+
+    status: str
+    state: dict[str, Any] | None = None
 
 
 class DueDelivery(NamedTuple):
@@ -161,6 +171,31 @@ class Store(Protocol):
         batch's runtime and the items leased, as ``claim`` returns them; no slots are taken."""
         ...
     def record(self, worker_pk: int, outcomes: list[Outcome]) -> RecordResult: ...
+
+    # shared resources per batch (``core.resources``): one set-up per batch, whatever the workers and restarts
+    def acquire_resource(self, batch_pk: int, worker_pk: int) -> ResourceClaim:
+        """The batch's resource if it is ready; else the set-up lock for the caller, unless a live worker holds
+        it (a worker no longer registered holds nothing: its successor inherits its checkpoint)."""
+        ...
+    def save_resource(self, batch_pk: int, worker_pk: int, state: dict[str, Any], *, ready: bool,
+                      capacity: float | None = None) -> bool:
+        """Store a checkpoint (``ready=False``) or the finished resource, if the caller still holds the set-up
+        lock; False if it does not (it was presumed dead, and another took over)."""
+        ...
+    def release_resource(self, batch_pk: int, worker_pk: int) -> None:
+        """Let go of the set-up lock (a failed setup), keeping any checkpoint for the next one."""
+        ...
+    def use_resource(self, usage: dict[int, float]) -> None:
+        """Add what items used of their batch's resource (batch pk -> amount), for its utilisation."""
+        ...
+    def resources_to_close(self, processors: list[str]) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """(batch pk, batch id, processor, params) of final batches of these processors whose resource is
+        still open."""
+        ...
+    def close_resource(self, batch_pk: int) -> dict[str, Any] | None:
+        """Mark the batch's resource closed; its state if this call closed it (the caller tears it down), None
+        if it was not open (never set up, or closed already)."""
+        ...
     def release(self, worker_pk: int, batch_pk: int, rowids: list[int]) -> None: ...
     def drop_slots(self, worker_pk: int, batch_pk: int) -> None: ...
     def reap(self, lease_seconds: float) -> Reaped: ...

@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from batchyard.core import defaults, failpoints
+from batchyard.core import defaults, failpoints, resources
+from batchyard.core.errors import PermanentError
 from batchyard.core.execute import (
     Attempt,
     ChildProcess,
@@ -33,8 +34,9 @@ from batchyard.core.execute import (
 )
 from batchyard.core.execute import log as item_log
 from batchyard.core.processor import Context, Item, Processor
+from batchyard.core.resources import ResourceUnavailable
 from batchyard.core.scheduling import Held, refill_at
-from batchyard.core.states import BatchStatus
+from batchyard.core.states import FINAL_BATCH, BatchStatus
 from batchyard.core.store import OK, BatchRuntime, Claimed, Outcome, Store
 
 log = logging.getLogger("batchyard.worker")
@@ -59,6 +61,11 @@ class Runner:
         self.lanes: dict[int, object] = {}
         self.has_work = threading.Event()
         self._lock = threading.Lock()
+        # A processor's shared resource is obtained (from the store, or set up) before any lane starts.
+        self.resource_ready = proc.resource is None
+        self._obtaining = False
+        self._setup_delay = 0.0  # after a failed setup: wait this long before the next (doubling)
+        self._setup_after = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -90,12 +97,61 @@ class Runner:
     def set_grant(self, grant: int) -> None:
         self.grant = grant
         self.low_water = refill_at(grant, self.avg)
+        if not self.resource_ready:
+            self._obtain_resource()
+            return
+        self._spawn_lanes()
+
+    def _spawn_lanes(self) -> None:
         with self._lock:
             for idx in range(self.lanes_wanted):
                 if idx not in self.lanes:
                     self._spawn(idx)
         self.has_work.set()
         self.worker.loop_wake(self)
+
+    def _obtain_resource(self) -> None:
+        """Get the batch's shared resource on a thread of its own (a setup may take minutes: buying a stamp and
+        waiting for it to become usable), then start the lanes. Its few store calls are the one exception to
+        "only the pump talks to the store": once per batch and worker, never per item."""
+        with self._lock:
+            if self._obtaining or self.closed or self.grant <= 0 or time.monotonic() < self._setup_after:
+                return
+            self._obtaining = True
+        threading.Thread(target=self._obtain, daemon=True, name=f"batchyard-resource-{self.rt.batch_id}").start()
+
+    def _obtain(self) -> None:
+        resource, worker = self.proc.resource, self.worker
+        assert resource is not None and worker.worker_pk is not None
+        try:
+            state = resources.obtain(worker.store, resource, self.rt.pk, self.rt.batch_id, worker.worker_pk,
+                                     self.rt.params, stop=lambda: self.closed or worker.stopping)
+        except Exception as exc:
+            log.warning("batch %s: resource %s could not be set up: %s", self.rt.batch_id,
+                        type(resource).__name__, exc)
+            self._setup_failed(exc)
+            return
+        finally:
+            self._obtaining = False
+        if state is None:
+            return  # closed or stopping meanwhile
+        self.rt = dataclasses.replace(self.rt, resource=state)
+        self._setup_delay = 0.0
+        self.resource_ready = True
+        self._spawn_lanes()
+
+    def _setup_failed(self, exc: Exception) -> None:
+        """The items held fail with the setup's error (retried by their policy, a PermanentError at once);
+        the next claim tries the setup again, after a pause that doubles up to a minute."""
+        why = f"the batch's resource ({type(self.proc.resource).__name__}) could not be set up: " \
+              f"{type(exc).__name__}: {exc}"
+        err: Exception = PermanentError(why) if isinstance(exc, PermanentError) else ResourceUnavailable(why)
+        for c in self.take_buffer():
+            self.worker.outcomes.append(to_outcome(failed_attempt(err, None, c[4], time.time()), c, self.rt,
+                                                   self.policy))
+        self._setup_delay = min(60.0, max(1.0, self._setup_delay * 2))
+        self._setup_after = time.monotonic() + self._setup_delay
+        self.worker.poke()
 
     def _spawn(self, idx: int) -> None:
         """Start lane ``idx`` (caller holds the lock); the token is set before the lane can look at it."""
@@ -141,6 +197,8 @@ class Runner:
         cur = self.current.get(idx)
         if cur is None or cur[2] is not token:
             return  # abandoned after a timeout: the pump already recorded this item
+        if a.used:
+            self.worker.usage.append((self.rt.pk, a.used))
         d = a.finished - a.started
         self.avg = d if self.avg is None else self.avg * 0.9 + d * 0.1
         self.worker.outcomes.append(to_outcome(a, c, self.rt, self.policy))
@@ -180,7 +238,7 @@ class Runner:
         # A cost model prices each item that reports no cost of its own (fixed costs need no call).
         cost_model = proc.cost_model is not None and not rt.cost_per_item
         current, outcomes = self.current, self.worker.outcomes
-        append = outcomes.append
+        append, usage = outcomes.append, self.worker.usage
         clock = time.time_ns
         fail_after = failpoints.armed("after_processor")
         while (c := self._next(idx, token)) is not None:
@@ -188,7 +246,7 @@ class Runner:
             current[idx] = (c, started / 1e6, token)
             rowid, seq, key, payload, attempts = c
             item_id = key if key is not None else str(seq)
-            ctx = Context(batch_id, item_id, attempts, item_log)
+            ctx = Context(batch_id, item_id, attempts, item_log, rt.resource)
             item = Item(item_id, seq, payload, attempts, params, proc)
             try:
                 value = fn(item, ctx)
@@ -202,6 +260,8 @@ class Runner:
                         default_cost_of(proc, rt, item) if cost_model else default_cost, None))
                 d = (finished - started) / 1e6
                 self.avg = d if self.avg is None else self.avg * 0.9 + d * 0.1
+            if ctx.used:
+                usage.append((pk, ctx.used))
             if fail_after:  # the outcome is only in memory yet: crashing here loses it, as in _done
                 failpoints.hit("after_processor")
             del current[idx]
@@ -269,6 +329,10 @@ class Worker:
         self.tenant_cap = tenant_cap  # the most items one tenant may have running, across all workers
         self.runners: dict[int, Runner] = {}
         self.outcomes: deque[Outcome] = deque()
+        self.usage: deque[tuple[int, float]] = deque()  # (batch pk, amount) of shared resources used by items
+        # Processors with a shared resource: the pump tears down those of batches that ended.
+        self._with_resource = sorted(name for name, p in self.processors.items() if p.resource is not None)
+        self._teardowns: list[threading.Thread] = []
         self.wake = threading.Event()
         self.stopping = False
         self.worker_pk: int | None = None
@@ -389,6 +453,8 @@ class Worker:
             if now >= next_reap:
                 store.reap(self.lease_seconds)
                 next_reap = now + reap_every
+                if self._with_resource:
+                    self._close_resources()
             if self.on_cycle:
                 self.on_cycle(self)
             if self.outcomes or self.runners:
@@ -445,6 +511,8 @@ class Worker:
         if runner.grant == 0 and not runner.buffer and not runner.current:
             runner.close()
             del self.runners[pk]
+            if runner.proc.resource is not None and self.store.batch_states([pk]).get(pk) in FINAL_BATCH:
+                self._close_resources()  # the batch ended: its resource goes now, not at the next sweep
 
     def _flush(self) -> None:
         batch = []
@@ -461,6 +529,32 @@ class Worker:
             self.recorded += res.accepted
             if res.refused:
                 log.warning("%d outcomes refused: their leases had been taken over", res.refused)
+        if self.usage:
+            self._flush_usage()
+
+    def _flush_usage(self) -> None:
+        """What items used of their batches' resources, summed per batch: one statement per group commit."""
+        usage: dict[int, float] = {}
+        pop = self.usage.popleft
+        try:
+            while True:
+                pk, amount = pop()
+                usage[pk] = usage.get(pk, 0.0) + amount
+        except IndexError:
+            pass
+        self.store.use_resource(usage)
+
+    def _close_resources(self) -> None:
+        """Tear down the resources of batches that ended (any worker with their processor may: the store lets
+        exactly one close each), each on a thread of its own so that a slow teardown never stalls the pump."""
+        self._teardowns = [t for t in self._teardowns if t.is_alive()]
+        for pk, batch_id, name, params in self.store.resources_to_close(self._with_resource):
+            resource = self.processors[name].resource
+            assert resource is not None
+            t = threading.Thread(target=resources.close, args=(self.store, resource, pk, batch_id, params),
+                                 daemon=True, name=f"batchyard-teardown-{batch_id}")
+            t.start()
+            self._teardowns.append(t)
 
     def _check_states(self) -> None:
         states = self.store.batch_states(self.runners)
@@ -503,6 +597,10 @@ class Worker:
         for r in self.runners.values():
             r.close()
         self._flush()
+        if self._with_resource:
+            self._close_resources()
+            for t in self._teardowns:
+                t.join(max(0.0, deadline - time.monotonic()))
         # Items still in flight go back to pending with their attempt counted.
         assert self.worker_pk is not None
         self.store.unregister_worker(self.worker_pk)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import bisect
 import io
+import json
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import psutil
+from pydantic import BaseModel
 
 from batchyard.core import cost, defaults
-from batchyard.core.models import RANK_PRIORITY, WEBHOOK_EVENTS, BatchInfo, ItemError, ts
+from batchyard.core.models import RANK_PRIORITY, WEBHOOK_EVENTS, BatchInfo, ItemError, ResourceInfo, ts
 from batchyard.core.states import BatchStatus
+
+M = TypeVar("M", bound=BaseModel)
 
 FINAL_EVENTS = {BatchStatus.COMPLETED: WEBHOOK_EVENTS[0], BatchStatus.FAILED: WEBHOOK_EVENTS[1],
                 BatchStatus.CANCELLED: WEBHOOK_EVENTS[2]}
@@ -54,6 +59,21 @@ def process_alive(pid: int, started: float | None) -> bool:
         return True
 
 
+def construct(cls: type[M], **values: Any) -> M:
+    """``cls.model_construct(**values)`` in a quarter of the time, for rows read back from the store (validated
+    on the way in) when ``values`` names every field: pydantic's own walks the fields and their defaults for
+    each object, which is most of the cost of a page of items (status polls, exports). Otherwise, or should a
+    field be added with a default, pydantic's own."""
+    if len(values) != len(cls.model_fields):
+        return cls.model_construct(**values)
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 def error_from(d: dict[str, Any] | None) -> ItemError | None:
     if not d:
         return None
@@ -77,7 +97,7 @@ def batch_info(r: Mapping[str, Any], spec: dict[str, Any], active: float, create
         items_cancelled=r["items_cancelled"], attempts_total=r["attempts_total"],
         cost_total=r["cost_total"], cost_unit=spec.get("cost_unit") or "USD",
         cost_estimated=cost.estimate_total(r["cost_estimated"], spec.get("cost_per_item"), r["items_total"]),
-        budget=r["budget"],
+        budget=r["budget"], resource=resource_info(r), throttled=throttle_note(r),
         created_at=created, started_at=started, completed_at=completed, updated_at=updated, active_seconds=active)
 
 
@@ -119,3 +139,20 @@ def startable_items(pending: int, tokens: float | None, allowance: int | None) -
     """Items of a batch that may start now: pending, within its processor's rate tokens and its budget."""
     n = pending if tokens is None else min(pending, int(tokens))
     return n if allowance is None else min(n, allowance)
+
+
+def resource_info(r: Mapping[str, Any]) -> ResourceInfo | None:
+    """The batch row's resource columns as the model (SQLite keeps the state as text, PostgreSQL as jsonb)."""
+    if r["resource_status"] is None:
+        return None
+    state = r["resource_state"]
+    return ResourceInfo(status=r["resource_status"], state=json.loads(state) if isinstance(state, str) else state,
+                        capacity=r["resource_capacity"], used=r["resource_used"] or 0.0)
+
+
+def throttle_note(r: Mapping[str, Any]) -> str | None:
+    """A running batch's throttle note while its worker keeps refreshing it (a note a worker left when it died
+    stops showing once it is a lease old)."""
+    if r["throttle"] is None or r["status"] != BatchStatus.RUNNING or r["throttle_at"] is None:
+        return None
+    return r["throttle"] if time.time() - r["throttle_at"] < defaults.LEASE_SECONDS else None

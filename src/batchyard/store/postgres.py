@@ -76,6 +76,7 @@ from batchyard.store.common import (
     startable_items,
 )
 from batchyard.store.postgres_files import PostgresFiles
+from batchyard.store.postgres_resources import PostgresResources
 from batchyard.store.postgres_service import PostgresService
 from batchyard.store.sql import migrations, queries
 
@@ -93,7 +94,7 @@ def _no_nul(text: str) -> str:
     return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
-class PostgresStore(PostgresFiles, PostgresService):
+class PostgresStore(PostgresFiles, PostgresService, PostgresResources):
     """A Store over one PostgreSQL database (or one schema of it, by ``options=-csearch_path=...``)."""
 
     dialect = "postgres"

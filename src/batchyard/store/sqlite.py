@@ -80,6 +80,7 @@ from batchyard.store.common import (
 )
 from batchyard.store.sql import migrations, queries
 from batchyard.store.sqlite_files import SQLiteFiles
+from batchyard.store.sqlite_resources import SQLiteResources
 
 Q = queries("sqlite")
 PRAGMAS = {
@@ -94,7 +95,7 @@ _SPEC_KEYS = ("params", "failure_policy", "webhook", "description", "tags", "sou
               "cost_unit")
 
 
-class SQLiteStore(SQLiteFiles):
+class SQLiteStore(SQLiteFiles, SQLiteResources):
     """A Store over one SQLite database file. Safe to share between threads (one connection each)."""
 
     dialect = "sqlite"

@@ -299,6 +299,9 @@ def stream_event(sse_id: str, sse_event: str, data: str) -> StreamEvent:
     return StreamEvent(id=sse_id, type=sse_event or ev.type, batch=ev.batch)
 
 
+WAIT_CHECK_SECONDS = 5.0
+
+
 class Waiter:
     """What ``wait`` keeps across reconnects, shared by Client and AsyncClient: the last event id,
     the last status seen, the deadline."""
@@ -311,7 +314,12 @@ class Waiter:
         self.info: BatchInfo | None = None
 
     def read_timeout(self) -> float | None:
-        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.05)
+        # The server's keep-alive pings reset a read timeout, so one as long as the time left could let
+        # a quiet stream run far past the deadline; a few seconds at most makes the caller reconnect
+        # (resuming from the last event) and check the deadline.
+        if self.deadline is None:
+            return None
+        return min(max(self.deadline - time.monotonic(), 0.05), WAIT_CHECK_SECONDS)
 
     def see(self, ev: StreamEvent) -> BatchInfo | None:
         """Take one event; the batch if it is final, else None (TimeoutError past the deadline)."""

@@ -156,18 +156,26 @@ CREATE TABLE bare_items (batch_pk int NOT NULL, seq int NOT NULL, status smallin
                          started_at timestamptz, finished_at timestamptz, PRIMARY KEY (batch_pk, seq));
 CREATE INDEX bare_items_pending ON bare_items (batch_pk, seq) WHERE status = 0;
 """
+# Plans pinned as batchyard pins its own (rows found by ctid; one index probe per outcome): on tables whose
+# statistics predate the claims, the planner would otherwise join every outcome against every leased row.
 BARE_CLAIM = """
 WITH picked AS (
-    SELECT seq FROM bare_items WHERE batch_pk = 1 AND status = 0 ORDER BY seq LIMIT %(n)s FOR UPDATE SKIP LOCKED
+    SELECT ctid AS tid FROM bare_items WHERE batch_pk = 1 AND status = 0 ORDER BY seq LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE bare_items i SET status = 1, worker = %(worker)s, attempts = i.attempts + 1
-FROM picked p WHERE i.batch_pk = 1 AND i.seq = p.seq
+FROM picked p WHERE i.ctid = p.tid
 RETURNING i.seq, i.payload
 """
 BARE_RECORD = """
 UPDATE bare_items i SET status = 2, result = o.result, started_at = to_timestamp(o.s), finished_at = to_timestamp(o.f)
-FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(seq int, result jsonb, s float8, f float8)
-WHERE i.batch_pk = 1 AND i.seq = o.seq AND i.worker = %(worker)s AND i.status = 1
+FROM (
+    SELECT o.*, x.tid
+    FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(seq int, result jsonb, s float8, f float8),
+         LATERAL (SELECT ctid AS tid FROM bare_items
+                  WHERE batch_pk = 1 AND seq = o.seq AND status = 1 AND worker = %(worker)s OFFSET 0) AS x
+) AS o
+WHERE i.ctid = o.tid
 """
 
 
@@ -180,6 +188,7 @@ def bare_child(url: str, worker: int, chunk: int) -> None:
             with conn.transaction():
                 rows = conn.execute(BARE_CLAIM, {"n": chunk, "worker": worker}).fetchall()
                 if not rows:
+                    print("done", flush=True)  # timed here: a busy machine takes long to tear an interpreter down
                     return
                 conn.execute("UPDATE bare_batch SET pending = pending - %(n)s, running = running + %(n)s "
                              "WHERE pk = 1", {"n": len(rows)})
@@ -213,9 +222,12 @@ def bare_loop(url: str, n: int, chunk: int, processes: int = 2) -> float:
         p.stdin.write("go\n")
         p.stdin.flush()
     for p in procs:
+        assert p.stdout is not None
+        p.stdout.readline()  # "done" (or nothing, if it failed: its exit code says so below)
+    elapsed = time.perf_counter() - t
+    for p in procs:
         if p.wait() != 0:
             raise SystemExit("the bare loop failed")
-    elapsed = time.perf_counter() - t
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT done, pending, running FROM bare_batch").fetchone()
     if row != (n, 0, 0):
@@ -270,13 +282,6 @@ def idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, secon
             "idle_statements_per_s": round((c1 - c0) / elapsed, 2) if c0 is not None and c1 is not None else None}
 
 
-def median(fn: Callable[[], Any], repeat: int) -> Any:
-    runs = [fn() for _ in range(repeat)]
-    if isinstance(runs[0], tuple):
-        return tuple(statistics.median(r[i] for r in runs) for i in range(len(runs[0])))
-    return statistics.median(runs)
-
-
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -289,7 +294,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4", help="PostgreSQL worker processes to measure, comma-separated")
     ap.add_argument("--bare-chunk", type=int, default=batchyard_chunk(),
                     help="chunk of the bare loop (default: the chunk batchyard claims no-op items in)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement (the median is shown)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of measurements (medians are shown)")
     ap.add_argument("--idle-warmup", type=float, default=12.0)
     ap.add_argument("--idle-seconds", type=float, default=20.0)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
@@ -298,56 +303,71 @@ def main() -> None:
     load_before = load()
 
     work = Path(tempfile.mkdtemp(prefix="batchyard-scaleout-"))
+    rounds: list[dict[str, float]] = []
     try:
         with throwaway_database(args.pg) as dbname:
             db_url = with_db(args.pg, dbname)
-            pg = {w: median(lambda w=w: measure_config(fresh_schema(db_url, dbname), w, args.n, args.sleep_n),
-                            args.repeat) for w in counts}
-
-            def on_sqlite() -> tuple[float, float]:
+            # Round after round, each measuring everything: the machine's load drifts over minutes, so every
+            # ratio is taken within one round (its parts a few seconds apart), then the median over rounds.
+            for _ in range(args.repeat):
+                r: dict[str, float] = {"bare": bare_loop(fresh_schema(db_url, dbname), args.n, args.bare_chunk)}
+                for w in counts:
+                    r[f"pg_{w}_noop"], r[f"pg_{w}_sleep"] = measure_config(fresh_schema(db_url, dbname), w,
+                                                                          args.n, args.sleep_n)
                 shutil.rmtree(work / "sqlite", ignore_errors=True)
-                return measure_config(str(work / "sqlite" / "batchyard.db"), 1, args.n, args.sleep_n)
-
-            lite = median(on_sqlite, args.repeat)
-            bare = median(lambda: bare_loop(fresh_schema(db_url, dbname), args.n, args.bare_chunk), args.repeat)
-            bare100 = median(lambda: bare_loop(fresh_schema(db_url, dbname), args.n, 100), args.repeat)
-            pool = median(lambda: threadpool(args.sleep_n, IN_FLIGHT), args.repeat)
+                r["sqlite_noop"], r["sqlite_sleep"] = measure_config(str(work / "sqlite" / "batchyard.db"), 1,
+                                                                     args.n, args.sleep_n)
+                r["bare100"] = bare_loop(fresh_schema(db_url, dbname), args.n, 100)
+                r["pool"] = threadpool(args.sleep_n, IN_FLIGHT)
+                rounds.append(r)
             idle = idle_fleet(args.pg, dbname, fresh_schema(db_url, dbname), args.idle_warmup, args.idle_seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    def med(fn: Callable[[dict[str, float]], float]) -> float:
+        return statistics.median(fn(r) for r in rounds)
+
     one = counts[0]
+    bare, bare100, pool = med(lambda r: r["bare"]), med(lambda r: r["bare100"]), med(lambda r: r["pool"])
+    lite = med(lambda r: r["sqlite_noop"]), med(lambda r: r["sqlite_sleep"])
     figures: dict[str, Any] = {
         "n": args.n, "sleep_n_per_worker": args.sleep_n, "repeat": args.repeat, "bare_chunk": args.bare_chunk,
         "bare_loop_2proc_per_s": round(bare), "bare_loop_2proc_chunk100_per_s": round(bare100),
         "threadpool64_per_s": round(pool), "sqlite_1_noop_per_s": round(lite[0]),
         "sqlite_1_sleep_per_s": round(lite[1]),
+        "sqlite_1_sleep_vs_threadpool": round(med(lambda r: r["sqlite_sleep"] / r["pool"]), 2),
         "load_before": load_before, "load_after": load(), **idle,
     }
-    for w, (noop, slept) in pg.items():
-        figures[f"pg_{w}_noop_per_s"] = round(noop)
-        figures[f"pg_{w}_sleep_per_s"] = round(slept)
-    print(f"scale-out on {os.cpu_count()} cores, median of {args.repeat}; load average before {load_before}, "
-          f"after {figures['load_after']}")
+    for w in counts:
+        figures[f"pg_{w}_noop_per_s"] = round(med(lambda r, w=w: r[f"pg_{w}_noop"]))
+        figures[f"pg_{w}_sleep_per_s"] = round(med(lambda r, w=w: r[f"pg_{w}_sleep"]))
+        figures[f"pg_{w}_noop_scaling"] = round(med(lambda r, w=w: r[f"pg_{w}_noop"] / r[f"pg_{one}_noop"]), 2)
+        figures[f"pg_{w}_sleep_scaling"] = round(med(lambda r, w=w: r[f"pg_{w}_sleep"] / r[f"pg_{one}_sleep"]), 2)
+        figures[f"pg_{w}_sleep_vs_threadpool"] = round(med(lambda r, w=w: r[f"pg_{w}_sleep"] / (w * r["pool"])), 2)
+    if 2 in counts:
+        figures["noop_pg2_vs_bare"] = round(med(lambda r: r["pg_2_noop"] / r["bare"]), 2)
+
+    print(f"scale-out on {os.cpu_count()} cores, median of {args.repeat} rounds (ratios within each round); "
+          f"load average before {load_before}, after {figures['load_after']}")
     print(f"no-op, {args.n:,} items")
-    for w, (noop, _) in pg.items():
-        scale = f"   x{noop / pg[one][0]:.2f} of {one} worker" if w != one else ""
-        print(f"    PostgreSQL, {w} worker{'s' if w > 1 else ' '}      {noop:>10,.0f} items/s{scale}")
+    for w in counts:
+        scale = f"   x{figures[f'pg_{w}_noop_scaling']:.2f} of {one} worker" if w != one else ""
+        label = f"PostgreSQL, {w} worker{'s' if w > 1 else ''}"
+        print(f"    {label:<27}{figures[f'pg_{w}_noop_per_s']:>10,} items/s{scale}")
     print(f"    SQLite, 1 worker           {lite[0]:>10,.0f} items/s")
     print(f"    bare psycopg loop, 2 proc  {bare:>10,.0f} items/s   (SKIP LOCKED, chunk {args.bare_chunk})")
     print(f"    bare psycopg loop, 2 proc  {bare100:>10,.0f} items/s   (chunk 100, for reference)")
-    if 2 in pg:
-        ratio = pg[2][0] / bare
-        figures["noop_pg2_vs_bare"] = round(ratio, 2)
-        print(f"    PostgreSQL 2 workers / bare loop: {ratio:.2f} (target >= 0.70)")
+    if 2 in counts:
+        print(f"    PostgreSQL 2 workers / bare loop: {figures['noop_pg2_vs_bare']:.2f} (target >= 0.70)")
     print(f"10 ms items, {args.sleep_n:,} per worker, {IN_FLIGHT} in flight per worker")
-    for w, (_, slept) in pg.items():
-        ideal = pool * w
-        figures[f"pg_{w}_sleep_vs_threadpool"] = round(slept / ideal, 2)
-        print(f"    PostgreSQL, {w} worker{'s' if w > 1 else ' '}      {slept:>10,.0f} items/s   "
-              f"{slept / ideal:.2f} of {w} x ThreadPoolExecutor(64)" + (" (target >= 0.9)" if w == 1 else ""))
-    figures["sqlite_1_sleep_vs_threadpool"] = round(lite[1] / pool, 2)
-    print(f"    SQLite, 1 worker           {lite[1]:>10,.0f} items/s   {lite[1] / pool:.2f} of ThreadPoolExecutor(64)")
+    for w in counts:
+        scale = f", x{figures[f'pg_{w}_sleep_scaling']:.2f} of {one} worker" if w != one else ""
+        label = f"PostgreSQL, {w} worker{'s' if w > 1 else ''}"
+        print(f"    {label:<27}{figures[f'pg_{w}_sleep_per_s']:>10,} items/s   "
+              f"{figures[f'pg_{w}_sleep_vs_threadpool']:.2f} of {w} x ThreadPoolExecutor(64)"
+              + (" (target >= 0.9)" if w == 1 else scale))
+    print(f"    SQLite, 1 worker           {lite[1]:>10,.0f} items/s   "
+          f"{figures['sqlite_1_sleep_vs_threadpool']:.2f} of ThreadPoolExecutor(64)")
     print(f"    ThreadPoolExecutor(64)     {pool:>10,.0f} items/s   (in memory)")
     stmts = idle["idle_statements_per_s"]
     print(f"idle fleet: {IDLE_FLEET} workers, {idle['idle_xacts_per_s']:.2f} transactions/s"
@@ -355,7 +375,6 @@ def main() -> None:
           + f" over {idle['idle_seconds']:g} s (target < 10 queries/s)")
     if args.json:
         print(json.dumps(figures))
-
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--bare-child":

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from _gateway_support import chat_lines, client, jsonl, upload, wait_status
-from _serve_support import Server, wait_for
+from _serve_support import Proc, Server, wait_for
 
 from batchyard import Client
 from batchyard.gateway.mock_upstream import MockUpstream
@@ -46,3 +48,25 @@ def test_kill_9_then_restart_sends_nothing_twice_that_was_recorded(start_gateway
     resent = [cid for cid, history in sends.items() if len(history) > 1]
     assert len(resent) <= 8 + 8, resent  # at most what was in flight, or answered but not yet recorded, at the kill
     assert sent_before < len(upstream.records()) <= 200 + len(resent)
+
+
+def test_a_separate_worker_takes_the_upstream_from_the_environment(start_gateway: Callable[..., Server],
+                                                                   upstream: MockUpstream, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream.behaviour.latency_ms = 20
+    upstream.behaviour.rpm = 1200
+    s = start_gateway("--workers", "0", "--upstream-rpm", "1200")  # API only
+    c = client(s)
+    b = c.batches.create(input_file_id=upload(c, chat_lines(60)).id, endpoint="/v1/chat/completions",
+                         completion_window="24h")
+    for name, value in {"BATCHYARD_UPSTREAM": upstream.url, "BATCHYARD_UPSTREAM_RPM": "1200",
+                        "BATCHYARD_STORE": str(s.store)}.items():
+        monkeypatch.setenv(name, value)  # the worker process's environment
+    w = Proc(["worker", "--processors", "batchyard.gateway.processor", "--concurrency", "16"], tmp_path / "w.log")
+    try:
+        done = wait_status(c, b.id, timeout=60)
+    finally:
+        w.stop()
+    assert done.status == "completed" and done.request_counts.completed == 60, w.output()
+    assert upstream.stats.refused_by_limit == 0
+    assert done.batchyard["upstream"]["sent_paced"] >= 60  # paced through the server's store

@@ -8,6 +8,7 @@ STORE_FILE = "batchyard.db"
 LEASE_SECONDS = 30.0          # a worker silent this long is presumed dead; its items are reclaimed
 HEARTBEAT_FRACTION = 1 / 3    # heartbeat every lease/3
 GRACE_SECONDS = 10.0          # in-flight items get this long to finish on SIGTERM/SIGINT
+STORE_RETRY_MAX_SECONDS = 5.0  # a worker whose store is unavailable (disk full, database down) retries this often
 
 MAX_CLAIM = 4000              # items per claim transaction
 BUFFER_SECONDS = 0.25         # claim ahead about this much work

@@ -7,7 +7,9 @@
     ├── NotFound               no batch / item with that id
     ├── InvalidTransition      the state table forbids this change (the REST API answers 409)
     ├── IdempotencyConflict    the tenant already created a batch with this idempotency key
-    └── SchemaVersionError     the store's schema is newer or older than this code knows
+    ├── SchemaVersionError     the store's schema is newer or older than this code knows
+    ├── StoreDamaged           the store's file is not a whole batchyard store (truncated, overwritten, foreign)
+    └── StoreUnavailable       the store cannot take a write now (disk full, database unreachable): retry later
 
     PermanentError             raised *by processors*: fail the item now, do not retry
     RetryAfter                 raised *by processors*: retry no sooner than N seconds from now
@@ -48,6 +50,17 @@ class InvalidTransition(BatchyardError):
 
 class SchemaVersionError(BatchyardError):
     pass
+
+
+class StoreDamaged(BatchyardError):
+    """The store is not a whole batchyard store: refused at start-up rather than silently made anew."""
+
+
+class StoreUnavailable(BatchyardError):
+    """The store cannot take a write now (disk full, database unreachable).
+
+    Transient: workers keep their outcomes and try again (records are fenced, so a commit whose answer was
+    lost with its connection is not counted twice); the REST API answers 503."""
 
 
 class IdempotencyConflict(BatchyardError):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from batchyard.core import defaults, failpoints, resources
-from batchyard.core.errors import PermanentError
+from batchyard.core.errors import PermanentError, StoreUnavailable
 from batchyard.core.execute import (
     Attempt,
     ChildProcess,
@@ -402,14 +402,29 @@ class Worker:
     # -- the pump ------------------------------------------------------------------------------
 
     def _pump_safe(self) -> None:
-        try:
-            self._pump()
-        except BaseException as exc:  # surfaced by stop(); the process must not hang on a dead pump
-            log.exception("worker pump failed")
-            self._failed = exc
-            self.stopping = True
-            for r in self.runners.values():
-                r.close()
+        delay = 0.0
+        while True:
+            began = time.monotonic()
+            try:
+                self._pump()
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() - began > 4 * defaults.STORE_RETRY_MAX_SECONDS:
+                    delay = 0.0  # the store was back for a while: a new outage, not more of the last one
+                # A full disk, a database restarting: the items stay leased to this worker and their outcomes
+                # in memory (see _flush), so wait and carry on rather than die and have them all run again.
+                # If it lasts past the lease, other workers take the items over and these outcomes are refused.
+                delay = min(defaults.STORE_RETRY_MAX_SECONDS, max(0.25, delay * 2))
+                log.warning("store unavailable, trying again in %.1fs: %s", delay, exc)
+                self.wake.wait(delay)
+                self.wake.clear()
+            except BaseException as exc:  # surfaced by stop(); the process must not hang on a dead pump
+                log.exception("worker pump failed")
+                self._failed = exc
+                self.stopping = True
+                for r in self.runners.values():
+                    r.close()
+                return
 
     def _pump(self) -> None:
         store = self.store
@@ -524,7 +539,11 @@ class Worker:
             pass
         if batch:
             assert self.worker_pk is not None
-            res = self.store.record(self.worker_pk, batch)
+            try:
+                res = self.store.record(self.worker_pk, batch)
+            except BaseException:
+                self.outcomes.extendleft(reversed(batch))  # not recorded: the next flush tries them again
+                raise
             failpoints.hit("after_commit")
             self.recorded += res.accepted
             if res.refused:

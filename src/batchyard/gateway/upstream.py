@@ -162,9 +162,16 @@ def gateway() -> Gateway:
     global _gateway
     with _lock:
         if _gateway is None:
+            import os
+
             from batchyard.server.settings import Settings
             from batchyard.store import open_store
 
+            if not os.environ.get("BATCHYARD_STORE"):
+                # The limits live in the store every worker shares; guessing the default store here would keep
+                # them apart from the server's. (Retried like any error, with this message on the item.)
+                raise RuntimeError("a worker running openai-request needs BATCHYARD_STORE set to the server's store "
+                                   "(the upstream's shared limits live there), not only --store")
             config = GatewayConfig.from_settings(Settings())
             _gateway = Gateway(config, open_store())
             registry.get(PROCESSOR).concurrency = config.concurrency

@@ -27,6 +27,8 @@ from batchyard.core.errors import (
     NotFound,
     ProcessorNotFound,
     SchemaVersionError,
+    StoreDamaged,
+    StoreUnavailable,
 )
 from batchyard.core.states import BATCH_ACTIONS, FINAL_BATCH
 from batchyard.server.schemas import ErrorResponse, Problem
@@ -115,6 +117,8 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (TenantLimit, 429, "tenant_limit"),
     (ConfigError, 400, "config_error"),
     (SchemaVersionError, 503, "store_schema_mismatch"),
+    (StoreUnavailable, 503, "store_unavailable"),  # a full disk, the database restarting: retry later
+    (StoreDamaged, 500, "store_damaged"),
     (BatchyardError, 400, "bad_request"),
 ]
 _BY_CLASS = {cls: (status, code) for cls, status, code in ERRORS}

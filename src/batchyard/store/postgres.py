@@ -38,10 +38,17 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from batchyard.core import defaults, failpoints, limits, states
-from batchyard.core.errors import ConfigError, InputError, InvalidTransition, NotFound, SchemaVersionError
+from batchyard.core.errors import (
+    ConfigError,
+    InputError,
+    InvalidTransition,
+    NotFound,
+    SchemaVersionError,
+    StoreUnavailable,
+)
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
 from batchyard.core.models import (
@@ -118,13 +125,23 @@ class PostgresStore(PostgresFiles, PostgresService, PostgresResources):
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[_Row]]:
-        with self._pool.connection() as conn:
+        with self._available(), self._pool.connection() as conn:
             yield conn
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[_Row]]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._available(), self._pool.connection() as conn, conn.transaction():
             yield conn
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """The server restarting, the network, a full disk, a deadlock victim (psycopg's OperationalError), no
+        connection to be had: transient, so ``StoreUnavailable``, which a worker waits out and the REST API
+        answers 503 to. (The pool drops a connection that broke, so the next call gets a new one.)"""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"PostgreSQL store {_safe_url(self.url)} unavailable: {str(exc).strip()}") from exc
 
     def close(self) -> None:
         if self._closed:

@@ -5,6 +5,11 @@ Durability settings, stated once: ``journal_mode=WAL`` (readers never block the 
 power loss can drop the last few commits), ``busy_timeout`` so concurrent writers wait instead of
 failing, and every write transaction opened with ``BEGIN IMMEDIATE`` so it takes the write lock up front
 and never fails half-way on a lock upgrade.
+
+A file found at the store's path must be a whole batchyard store: an empty, truncated, overwritten or
+foreign file is refused with ``StoreDamaged`` (a new store made over it would silently lose every batch it
+held), and a new store is made whole beside the path and linked into place, so that no crash leaves a
+half-made file there. A full disk fails the write whole with ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from batchyard.core.errors import (
     InvalidTransition,
     NotFound,
     SchemaVersionError,
+    StoreDamaged,
+    StoreUnavailable,
 )
 from batchyard.core.execute import encode_outcomes, sanitize_outcomes
 from batchyard.core.limits import take_tokens
@@ -100,16 +107,36 @@ class SQLiteStore(SQLiteFiles, SQLiteResources):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, _new: bool = False) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._hostname = socket.gethostname()
+        if str(path) != ":memory:" and not _new:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                self._create()
+            _check_file(self.path)
         self._migrate()
+
+    def _create(self) -> None:
+        """Make a new store beside the path and link it into place (``_new`` skips this for that one)."""
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            SQLiteStore(tmp, _new=True).close()  # the last connection to close checkpoints: one whole file
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process made the store meanwhile: that one is the store
+            except OSError:  # a file system without hard links: rename (a racing creator's store may be lost)
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(FileNotFoundError):
+                    os.unlink(f"{tmp}{suffix}")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -135,10 +162,15 @@ class SQLiteStore(SQLiteFiles, SQLiteResources):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk among them)
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and \
+                    getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StoreUnavailable(f"store {self.path} is full ({exc}); nothing of this write was kept: "
+                                       "free some space and try again") from None
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -871,6 +903,39 @@ def _group(outcomes: list[Outcome]) -> dict[tuple[int, str], list[Outcome]]:
         else:
             g.append(o)
     return groups
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a file that is not a whole batchyard store, read through a read-only connection: opening it as
+    a store would switch it to WAL, writing to a file that may be someone else's. (Never ``open()`` it:
+    closing any descriptor of the file drops the locks this process's SQLite connections hold on it, and
+    another process, believing itself the last, would then delete the WAL under them.)"""
+    advice = "batchyard will not start on it: restore it from a backup, or move it away to start a new store"
+    size = path.stat().st_size
+    if size == 0:
+        raise StoreDamaged(f"store {path} is damaged: the file is empty (truncated?); {advice}")
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = [r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            pages = probe.execute("PRAGMA page_count").fetchone()[0] * probe.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise StoreDamaged(f"store {path} is not a batchyard store ({exc}: overwritten?); {advice}") from None
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
+            raise StoreDamaged(f"store {path} is damaged ({exc}); {advice}") from None
+        raise
+    # Without a WAL the file holds every page the header counts: shorter, it was cut short. (With one, the
+    # count includes pages still in the WAL, and SQLite reports real damage itself.)
+    wal = Path(f"{path}-wal")
+    if size < pages and not (wal.exists() and wal.stat().st_size > 0):
+        raise StoreDamaged(f"store {path} is damaged: truncated to {size} bytes of {pages}; {advice}")
+    if "meta" not in tables:  # every store has it from its first commit (new ones are made whole elsewhere)
+        shown = ", ".join(tables[:5]) or "none"
+        raise StoreDamaged(f"store {path} is not a batchyard store (an SQLite database whose tables are: "
+                           f"{shown}); {advice}")
 
 
 def _statements(sql: str) -> list[str]:

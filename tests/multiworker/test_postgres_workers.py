@@ -98,10 +98,10 @@ def test_three_workers_run_20000_items_exactly_once_and_survive_a_kill_9(fleet: 
             assert i.result is not None
             assert (b.batch_id, i.item_id, i.result["pid"], i.result["start"]) in finished, i
         assert {i.result["pid"] for i in items if i.result} <= {p.pid for p in fleet.procs.values()}
-        # Unfinished runs belong to the killed worker alone; each of those items ran again elsewhere, and
-        # not before the lease let the others presume it dead.
+        # Unfinished runs (usually a few: the kill can also fall between items) belong to the killed worker
+        # alone; each of those items ran again elsewhere, and not before the lease let the others presume it dead.
         cut = [(key, run) for key, runs in rec.runs.items() for run in runs if run.end is None]
-        assert cut and all(run.pid == victim.pid for _, run in cut)
+        assert all(run.pid == victim.pid for _, run in cut)
         for key, _ in cut:
             again = [r for r in rec.runs[key] if r.pid != victim.pid]
             assert again and min(r.start for r in again) > killed_at + LEASE / 3, (key, again, killed_at)

@@ -254,6 +254,7 @@ class ChildProcess:
                 return timed_out(proc, c, started)
             return self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
+            self._proc.join(1)  # the pipe breaks as the child dies: wait for its exit status (was often None)
             code = self._proc.exitcode
             self.close(kill=True)
             err = RuntimeError(f"worker process died (exit code {code}): {exc}")

@@ -5,6 +5,7 @@ per-tenant limits on queued (429 + Retry-After) and running items."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def test_store_keys_work_and_revoking_takes_effect(start_server: Callable[..., S
     assert key not in listed and "team-1" in listed
     subprocess.run([str(BIN), "keys", "revoke", key_id, "--store", str(store)], check=True, capture_output=True)
     wait_for(lambda: httpx.get(f"{s.url}{API}/batches", headers=bearer(key)).status_code == 401, timeout=10)
+    time.sleep(2.5)  # past the keyring's look at the store: revoking the last key locks the server, never opens it
+    assert httpx.get(f"{s.url}{API}/batches", headers=bearer(key)).status_code == 401
+    assert httpx.get(f"{s.url}{API}/batches").status_code == 401
     bad = subprocess.run([str(BIN), "keys", "revoke", "key_nope", "--store", str(store)], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "key_nope" in bad.stderr

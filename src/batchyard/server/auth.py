@@ -5,6 +5,11 @@ Keys come from ``BATCHYARD_API_KEYS`` (``key`` or ``tenant:key``, comma-separate
 password hash would add nothing). Once any key is configured, every API call needs
 ``Authorization: Bearer <key>``; without keys the server has one tenant, ``default``, and binds to
 loopback only. ``/health``, ``/metrics`` and the OpenAPI docs stay open, like most services' probes.
+
+Every API call is authenticated, status polls included, so the check stays on the event loop when it can:
+keys from the environment and store keys seen in the last ``CHECK_SECONDS`` are answered from memory (a
+revoked key is refused within that time, as the README says); only a key not seen lately goes to the store,
+in a thread.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import secrets
 import time
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from batchyard.core.errors import ConfigError
@@ -63,6 +69,7 @@ class Keyring:
         self.env = parse_env_keys(env_keys)
         self._any_stored = False
         self._checked = 0.0
+        self._recent: dict[str, tuple[str, float]] = {}  # digest -> (tenant, when it was looked up)
 
     def required(self) -> bool:
         """Whether calls need a key: any key in the environment or (checked every few seconds) the store."""
@@ -70,7 +77,8 @@ class Keyring:
             return True
         now = time.monotonic()
         if now - self._checked > CHECK_SECONDS:
-            self._any_stored = any(k.revoked_at is None for k in self.store.list_api_keys())
+            # Revoked keys count: revoking the last key must lock the server, not open it to everyone.
+            self._any_stored = bool(self.store.list_api_keys())
             self._checked = now
         return self._any_stored
 
@@ -78,25 +86,50 @@ class Keyring:
         """The tenant of the key in an ``Authorization`` header value; raises when missing or wrong."""
         if not self.required():
             return DEFAULT_TENANT
-        scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise MissingApiKey("this server needs an API key: send `Authorization: Bearer <key>`")
-        d = digest(key.strip())
+        d = _bearer_digest(authorization)
         if d in self.env:
             return self.env[d]
         found = self.store.find_api_key(d)
         if found is None:
+            self._recent.pop(d, None)
             raise InvalidApiKey("the API key is not valid (unknown or revoked)")
+        if len(self._recent) > 10_000:  # random keys are never remembered; this bounds even many real ones
+            self._recent.clear()
+        self._recent[d] = (found.tenant, time.monotonic())
         return found.tenant
 
+    def known_tenant(self, authorization: str | None) -> str | None:
+        """``tenant`` from memory alone, or None when only the store can say (``tenant`` then asks it)."""
+        now = time.monotonic()
+        if not self.env and now - self._checked > CHECK_SECONDS:
+            return None  # whether keys are required at all is due for a look at the store
+        if not self.required():
+            return DEFAULT_TENANT
+        d = _bearer_digest(authorization)
+        if d in self.env:
+            return self.env[d]
+        seen = self._recent.get(d)
+        return seen[0] if seen is not None and now - seen[1] <= CHECK_SECONDS else None
 
-def authenticate(conn: HTTPConnection) -> str:
+
+def _bearer_digest(authorization: str | None) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise MissingApiKey("this server needs an API key: send `Authorization: Bearer <key>`")
+    return digest(key.strip())
+
+
+async def authenticate(conn: HTTPConnection) -> str:
     """A dependency of every API route: the caller's tenant, kept on ``conn.state`` for ``tenant_of``.
 
+    Async, so that a known key costs no trip to the thread pool; the store is read in a thread.
     WebSocket clients that cannot set headers (browsers) may pass ``?api_key=`` instead."""
     keyring: Keyring = conn.app.state.keyring
     header = conn.headers.get("authorization")
     if header is None and conn.scope["type"] == "websocket" and conn.query_params.get("api_key"):
         header = f"Bearer {conn.query_params['api_key']}"
-    conn.state.tenant = keyring.tenant(header)
-    return conn.state.tenant  # type: ignore[no-any-return]
+    tenant = keyring.known_tenant(header)
+    if tenant is None:
+        tenant = await run_in_threadpool(keyring.tenant, header)
+    conn.state.tenant = tenant
+    return tenant

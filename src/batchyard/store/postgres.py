@@ -78,6 +78,7 @@ from batchyard.store.common import (
     batch_info,
     budget_allowance,
     budget_reached,
+    construct,
     error_from,
     process_alive,
     startable_items,
@@ -699,12 +700,12 @@ def _batch_info(r: _Row) -> BatchInfo:
 
 
 def _item_info(batch_id: str, r: _Row) -> ItemInfo:
-    # model_construct: these rows were validated on the way in, and exports read millions of them.
+    # construct: these rows were validated on the way in, and exports read millions of them.
     started, finished = r["started_at"], r["finished_at"]
     errors = r["errors"]
     seq = r["seq"]
-    return ItemInfo.model_construct(
-        batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(seq), seq=seq,
+    return construct(
+        ItemInfo, batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(seq), seq=seq,
         status=ITEM_FROM_CODE[r["status"]], attempts=r["attempts"], payload=r["payload"], result=r["result"],
         error=error_from(r["error"]) if r["error"] else None,
         errors=[e for e in map(error_from, errors) if e] if errors else [],

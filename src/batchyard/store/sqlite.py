@@ -81,6 +81,7 @@ from batchyard.store.common import (
     batch_info,
     budget_allowance,
     budget_reached,
+    construct,
     error_from,
     process_alive,
     startable_items,
@@ -952,12 +953,12 @@ def _batch_info(r: sqlite3.Row) -> BatchInfo:
 
 
 def _item_info(batch_id: str, first: int, r: sqlite3.Row) -> ItemInfo:
-    # model_construct: these rows were validated on the way in, and exports read millions of them.
+    # construct: these rows were validated on the way in, and exports read millions of them.
     started, finished = r["started_at"], r["finished_at"]
     loads = json.loads
     errors = r["errors"]
-    return ItemInfo.model_construct(
-        batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(r["id"] - first + 1),
+    return construct(
+        ItemInfo, batch_id=batch_id, item_id=r["key"] if r["key"] is not None else str(r["id"] - first + 1),
         seq=r["id"] - first + 1, status=ITEM_FROM_CODE[r["status"]], attempts=r["attempts"],
         payload=loads(r["payload"]), result=loads(r["result"]) if r["result"] else None,
         error=error_from(loads(r["error"])) if r["error"] else None,

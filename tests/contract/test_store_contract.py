@@ -1466,6 +1466,24 @@ class StoreContract:
         store.transition(b.batch_id, "retry")
         assert store.acquire_resource(pk, worker) == ("setup", {"stamp": "old"})
 
+    # -- workers' throttle notes --------------------------------------------------------------------
+
+    def test_throttle_notes_show_on_the_running_batches_served_until_cleared(self, store: Store) -> None:
+        served, other_proc = new_batch(store, 2), new_batch(store, 2, processor="sleep")
+        paused, only = new_batch(store, 2), new_batch(store, 2)
+        store.transition(paused.batch_id, "pause")
+        note = "throttled: memory 91% > 90%"
+        store.set_throttle(note, ["noop"])
+        assert store.get_batch(served.batch_id).throttled == note
+        assert store.get_batch(other_proc.batch_id).throttled is None
+        assert store.get_batch(paused.batch_id).throttled is None
+        store.set_throttle(None, ["noop"])
+        assert store.get_batch(served.batch_id).throttled is None
+        store.set_throttle(note, ["noop"], only={only.batch_id})
+        assert [store.get_batch(b.batch_id).throttled for b in (served, only)] == [None, note]
+        store.transition(only.batch_id, "pause")  # shown only while the batch runs
+        assert store.get_batch(only.batch_id).throttled is None
+
     def test_reopening_keeps_data(self, store: Store, reopen: Callable[[], Store]) -> None:
         b = new_batch(store, 2)
         other = reopen()

@@ -21,6 +21,14 @@ from rich.table import Table
 from batchyard.api import fingerprint
 from batchyard.cli.env import split_paths
 from batchyard.cli.progress import ProgressView
+from batchyard.cli.throttle_opts import (
+    DiskPathOpt,
+    MaxCpuOpt,
+    MaxMemoryOpt,
+    MinDiskOpt,
+    ThresholdsFileOpt,
+    throttle_from,
+)
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
 from batchyard.core.errors import (
@@ -33,6 +41,7 @@ from batchyard.core.errors import (
     ProcessorNotFound,
 )
 from batchyard.core.models import BatchInfo, BatchSpec, FailurePolicy, Priority
+from batchyard.core.throttle import Throttle
 from batchyard.io import inputs, outputs
 from batchyard.io.manifest import write_manifest
 from batchyard.store import open_store
@@ -171,6 +180,8 @@ def _print_details(info: BatchInfo) -> None:
               f"{info.progress_percent:.1f}% done", highlight=False)
     if info.pause_reason:
         out.print(f"  paused: {info.pause_reason}", highlight=False)
+    if info.throttled:
+        out.print(f"  {info.throttled}", highlight=False)
     if info.resource is not None:
         r = info.resource
         held = f" of {r.capacity:.6g} used ({r.utilization_percent:.1f}%)" if r.capacity else " used"
@@ -396,6 +407,11 @@ def run(
     description: DescriptionOpt = None,
     tag: TagOpt = None,
     budget: BudgetOpt = None,
+    max_memory_percent: MaxMemoryOpt = None,
+    min_disk_free_gb: MinDiskOpt = None,
+    disk_path: DiskPathOpt = None,
+    max_cpu_percent: MaxCpuOpt = None,
+    thresholds_file: ThresholdsFileOpt = None,
     store: StoreOpt = None,
     processors: ProcessorsOpt = None,
 ) -> None:
@@ -436,7 +452,10 @@ def run(
         fail(str(exc))
     except BatchyardError as exc:
         fail(str(exc), EXIT_FAILED)
-    info = _run_with_progress(engine, info)
+    # Outputs go where --output points: that is the disk whose free space --min-disk-free-gb watches.
+    throttle = throttle_from(max_memory_percent, min_disk_free_gb, disk_path, max_cpu_percent, thresholds_file,
+                             default_disk=str(Path(output).resolve().parent) if output and output != "-" else ".")
+    info = _run_with_progress(engine, info, throttle)
     if output:
         _write_output(LocalBackend(engine), info, output, format, errors_only)
     if manifest:
@@ -485,12 +504,12 @@ def _watch_to_end(backend: Backend, info: BatchInfo) -> NoReturn:
     raise typer.Exit(_exit_code(final))
 
 
-def _run_with_progress(engine: Engine, info: BatchInfo) -> BatchInfo:
+def _run_with_progress(engine: Engine, info: BatchInfo, throttle: Throttle | None = None) -> BatchInfo:
     interrupts = _Interrupts()
     if not info.is_final:
         interrupts.install()
     final = _follow(info, lambda update: engine.run(info.batch_id, on_progress=update,
-                                                    should_stop=lambda: interrupts.stop))
+                                                    should_stop=lambda: interrupts.stop, throttle=throttle))
     if interrupts.stop and not final.is_final:
         err.print(f"[yellow]interrupted[/yellow]: {final.batch_id} is resumable; run the same command again "
                   "to continue", highlight=False)

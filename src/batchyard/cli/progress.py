@@ -39,8 +39,8 @@ class ProgressView:
     def update(self, info: BatchInfo) -> None:
         done = info.items_succeeded + info.items_failed + info.items_cancelled
         rate = f"{info.throughput_per_s:,.0f}/s" if info.throughput_per_s else ""
-        state = "" if info.status == "running" else f" [{info.status}" + (
-            f": {info.pause_reason}]" if info.pause_reason else "]")
+        state = (f" [{info.throttled}]" if info.throttled else "") if info.status == "running" else \
+            f" [{info.status}" + (f": {info.pause_reason}]" if info.pause_reason else "]")
         if self._progress is not None:
             self._progress.update(self._task, completed=done, total=info.items_total, ok=info.items_succeeded,
                                   failed=info.items_failed, rate=rate + state)
@@ -57,7 +57,8 @@ class ProgressView:
             self.console.print(
                 f"{info.batch_id} {info.status}{state and ''} {done}/{info.items_total} "
                 f"({info.progress_percent:.1f}%) ok={info.items_succeeded} failed={info.items_failed}"
-                f"{' ' + rate if rate else ''}{eta}", highlight=False)
+                f"{' ' + rate if rate else ''}{eta}" + (f" ({info.throttled})" if info.throttled else ""),
+                highlight=False)
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         if self._progress is not None:

@@ -16,6 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from batchyard.cli.serve import ProcessorsOpt, StoreOpt, err, fail
+from batchyard.cli.throttle_opts import (
+    DiskPathOpt,
+    MaxCpuOpt,
+    MaxMemoryOpt,
+    MinDiskOpt,
+    ThresholdsFileOpt,
+    throttle_from,
+)
 from batchyard.core import defaults
 from batchyard.core import processor as registry
 from batchyard.core.errors import BatchyardError
@@ -41,6 +49,11 @@ def worker(
         help="A worker silent this long is presumed dead and its items run again elsewhere (give every worker "
              "and server on the store the same; the server reads BATCHYARD_LEASE_SECONDS too).")] =
         defaults.LEASE_SECONDS,
+    max_memory_percent: MaxMemoryOpt = None,
+    min_disk_free_gb: MinDiskOpt = None,
+    disk_path: DiskPathOpt = None,
+    max_cpu_percent: MaxCpuOpt = None,
+    thresholds_file: ThresholdsFileOpt = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run items of every runnable batch in the store until SIGTERM/SIGINT, then stop gracefully."""
@@ -63,7 +76,9 @@ def worker(
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     w = Worker(st, procs, concurrency=concurrency, name=name, sources=processors or [],
-               tenant_cap=tenant_max_running, lease_seconds=lease_seconds)
+               tenant_cap=tenant_max_running, lease_seconds=lease_seconds,
+               throttle=throttle_from(max_memory_percent, min_disk_free_gb, disk_path, max_cpu_percent,
+                                      thresholds_file))
     w.start()
     err.print(f"worker {w.name} on {safe_url(st.url)}: {', '.join(sorted(w.processors))}; {concurrency} at once",
               highlight=False)

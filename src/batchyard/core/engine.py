@@ -17,6 +17,7 @@ from batchyard.core.models import BatchInfo, BatchSpec, Estimate, ItemInfo, NewI
 from batchyard.core.processor import Processor
 from batchyard.core.states import BatchStatus, PauseReason
 from batchyard.core.store import Store
+from batchyard.core.throttle import Throttle
 from batchyard.core.worker import Worker
 
 Progress = Callable[[BatchInfo], None]
@@ -117,13 +118,13 @@ class Engine:
 
     def run(self, batch_id: str, *, on_progress: Progress | None = None, interval: float = 0.05,
             should_stop: Callable[[], bool] | None = None, grace: float = defaults.GRACE_SECONDS,
-            lease_seconds: float = defaults.LEASE_SECONDS) -> BatchInfo:
+            lease_seconds: float = defaults.LEASE_SECONDS, throttle: Throttle | None = None) -> BatchInfo:
         """Run one batch in this process until it ends, reaches its budget, or ``should_stop`` says so; return
         its status."""
         info = self.store.get_batch(batch_id)
         proc = self.processor(info.processor)
         worker = Worker(self.store, [proc], concurrency=info.parallel, sources=self.sources,
-                        only={batch_id}, lease_seconds=lease_seconds)
+                        only={batch_id}, lease_seconds=lease_seconds, throttle=throttle)
         worker.start()
         try:
             while True:

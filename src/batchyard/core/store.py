@@ -192,6 +192,10 @@ class Store(Protocol):
         """(batch pk, batch id, processor, params) of final batches of these processors whose resource is
         still open."""
         ...
+    def set_throttle(self, note: str | None, processors: list[str], only: set[str] | None = None) -> None:
+        """Write (None: clear) a worker's throttle note on the running batches it serves (of these processors;
+        of these batch ids, if ``only``). A note shows while it is younger than a lease."""
+        ...
     def close_resource(self, batch_pk: int) -> dict[str, Any] | None:
         """Mark the batch's resource closed; its state if this call closed it (the caller tears it down), None
         if it was not open (never set up, or closed already)."""

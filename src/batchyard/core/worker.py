@@ -38,6 +38,7 @@ from batchyard.core.resources import ResourceUnavailable
 from batchyard.core.scheduling import Held, refill_at
 from batchyard.core.states import FINAL_BATCH, BatchStatus
 from batchyard.core.store import OK, BatchRuntime, Claimed, Outcome, Store
+from batchyard.core.throttle import Throttle
 
 log = logging.getLogger("batchyard.worker")
 
@@ -317,7 +318,8 @@ class Worker:
     def __init__(self, store: Store, processors: list[Processor], *, concurrency: int = defaults.PARALLEL,
                  name: str | None = None, lease_seconds: float = defaults.LEASE_SECONDS,
                  sources: list[str] | None = None, on_cycle: Callable[[Worker], None] | None = None,
-                 only: set[str] | None = None, tenant_cap: int | None = None) -> None:
+                 only: set[str] | None = None, tenant_cap: int | None = None,
+                 throttle: Throttle | None = None) -> None:
         self.store = store
         self.processors = {p.name: p for p in processors}
         self.concurrency = concurrency
@@ -327,6 +329,11 @@ class Worker:
         self.on_cycle = on_cycle
         self.only = only  # restrict to these batch ids (``batchyard run`` runs its own batch only)
         self.tenant_cap = tenant_cap  # the most items one tenant may have running, across all workers
+        # Memory, disk and CPU thresholds: past one, claim nothing (see core.throttle); why, while it lasts.
+        self.throttle = throttle
+        self.throttled: str | None = None
+        self._noted: str | None = None  # the note last written on the batches served
+        self._note_at = 0.0
         self.runners: dict[int, Runner] = {}
         self.outcomes: deque[Outcome] = deque()
         self.usage: deque[tuple[int, float]] = deque()  # (batch pk, amount) of shared resources used by items
@@ -450,7 +457,8 @@ class Worker:
             if now >= next_state and self.runners:
                 self._check_states()
                 next_state = now + defaults.STATE_POLL_SECONDS
-            if now >= next_claim or self._hungry():
+            throttled = self.throttle is not None and self._over_thresholds(now, heartbeat_every)
+            if (now >= next_claim or self._hungry()) and not throttled:
                 got = self._claim()
                 next_claim = now + (defaults.FLUSH_SECONDS if got else
                                     defaults.IDLE_POLL_SECONDS if self.runners else idle_poll)
@@ -485,6 +493,28 @@ class Worker:
                     self.wake.wait(max(0.0, defaults.IDLE_POLL_SECONDS - (time.monotonic() - t0)))
             self.wake.clear()
         self._shutdown()
+
+    def _over_thresholds(self, now: float, refresh: float) -> bool:
+        """Whether memory, disk or CPU is past its threshold. On the way over, hand back what has not started
+        (other workers may have room for it) and give up the slots; either way, say so on the batches served
+        (refreshed while it lasts: a note that stops being refreshed stops showing)."""
+        assert self.throttle is not None and self.worker_pk is not None
+        why = self.throttle.reason()
+        if why != self.throttled:
+            if why:
+                log.warning("worker %s stops claiming: %s", self.name, why)
+                for pk, runner in list(self.runners.items()):
+                    runner.set_grant(0)
+                    self._release(runner)
+                    self.store.drop_slots(self.worker_pk, pk)
+                    self._retire_if_idle(pk, runner)
+            else:
+                log.warning("worker %s claims again: back under its thresholds", self.name)
+            self.throttled = why
+        if why != self._noted or (why and now >= self._note_at):
+            self.store.set_throttle(why, sorted(self.processors), self.only)
+            self._noted, self._note_at = why, now + refresh
+        return why is not None
 
     def _hungry(self) -> bool:
         now = time.monotonic()

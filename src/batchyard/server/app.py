@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from batchyard.core import processor as registry
 from batchyard.core.engine import Engine
+from batchyard.core.throttle import Throttle
 from batchyard.core.worker import Worker
 from batchyard.server import (
     dashboard,
@@ -48,7 +49,7 @@ def embedded_worker(engine: Engine, settings: Settings) -> Worker | None:
     procs = [p for p in registry.all_processors() if settings.allow_unsafe_processors or not p.unsafe]
     return Worker(engine.store, procs, concurrency=settings.workers, sources=engine.sources,
                   lease_seconds=settings.lease_seconds, name=f"serve:{settings.host}:{settings.port}",
-                  tenant_cap=settings.tenant_max_running)
+                  tenant_cap=settings.tenant_max_running, throttle=Throttle.from_env())
 
 
 async def retention(engine: Engine, settings: Settings) -> None:

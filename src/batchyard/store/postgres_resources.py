@@ -1,4 +1,5 @@
-"""The PostgreSQL store's shared resources per batch (a mixin of ``PostgresStore``; see ``core.resources``).
+"""The PostgreSQL store's shared resources per batch and workers' throttle notes (a mixin of ``PostgresStore``;
+see ``core.resources`` and ``core.throttle``).
 
 A batch's resource lives on its row (``resource_*`` columns). Each change locks the batch row first, the lock
 order every writer keeps; none is on the per-item hot path (usage comes in once per group commit).
@@ -87,3 +88,18 @@ class PostgresResources:
                                "updated_at = clock_timestamp() WHERE pk = %(pk)s AND resource_status = 'ready' "
                                "RETURNING resource_state", {"pk": batch_pk}).fetchone()
         return (row["resource_state"] or {}) if row is not None else None
+
+    def set_throttle(self, note: str | None, processors: list[str], only: set[str] | None = None) -> None:
+        if not processors:
+            return
+        # A note goes on the running batches; clearing takes it off wherever it is. Times by the database clock.
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE batches SET throttle = %(note)s::text, "
+                "throttle_at = CASE WHEN %(note)s::text IS NULL THEN NULL "
+                "ELSE extract(epoch FROM clock_timestamp())::float8 END, "
+                "updated_at = CASE WHEN throttle IS DISTINCT FROM %(note)s::text THEN clock_timestamp() "
+                "ELSE updated_at END "
+                "WHERE processor = ANY(%(procs)s) AND (%(only)s::text[] IS NULL OR id = ANY(%(only)s::text[])) "
+                "AND CASE WHEN %(note)s::text IS NULL THEN throttle IS NOT NULL ELSE status = 'running' END",
+                {"note": note, "procs": processors, "only": sorted(only) if only is not None else None})

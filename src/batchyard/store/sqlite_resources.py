@@ -1,4 +1,5 @@
-"""The SQLite store's shared resources per batch (a mixin of ``SQLiteStore``; see ``core.resources``).
+"""The SQLite store's shared resources per batch and workers' throttle notes (a mixin of ``SQLiteStore``; see
+``core.resources`` and ``core.throttle``).
 
 A batch's resource lives on its row (``resource_*`` columns): a status read stays one row, and deleting the
 batch deletes it. Each method is one short write transaction; none is on the per-item hot path (usage comes in
@@ -84,3 +85,19 @@ class SQLiteResources:
                                "WHERE pk = ? AND resource_status = 'ready' RETURNING resource_state",
                                (time.time(), batch_pk)).fetchone()
         return (json.loads(row[0]) if row[0] else {}) if row is not None else None
+
+    def set_throttle(self, note: str | None, processors: list[str], only: set[str] | None = None) -> None:
+        if not processors:
+            return
+        now = time.time()
+        sql = "UPDATE batches SET throttle = ?, throttle_at = ?, " \
+              "updated_at = CASE WHEN throttle IS ? THEN updated_at ELSE ? END " \
+              f"WHERE processor IN ({','.join('?' * len(processors))})"
+        # A note goes on the running batches; clearing takes it off wherever it is.
+        sql += " AND status = 'running'" if note is not None else " AND throttle IS NOT NULL"
+        args: list[Any] = [note, now if note is not None else None, note, now, *processors]
+        if only is not None:
+            sql += f" AND id IN ({','.join('?' * len(only))})"
+            args.extend(sorted(only))
+        with self._write() as conn:
+            conn.execute(sql, args)

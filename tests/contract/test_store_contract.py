@@ -1411,11 +1411,13 @@ class StoreContract:
         assert not store.save_resource(pk, w2, {"stamp": "s2"}, ready=True)  # not the holder
         during = store.get_batch(b.batch_id).resource
         assert during is not None and (during.status, during.state) == ("setup", {"stamp": "s1", "usable": False})
-        assert store.save_resource(pk, w1, {"stamp": "s1", "usable": True}, ready=True, capacity=200.0)
+        assert store.save_resource(pk, w1, {"stamp": "s1", "usable": True}, ready=True, capacity=200.0, cost=0.25)
         assert store.acquire_resource(pk, w2) == ("ready", {"stamp": "s1", "usable": True})
         assert store.acquire_resource(pk, w1).status == "ready"
-        info = store.get_batch(b.batch_id).resource
+        got = store.get_batch(b.batch_id)
+        info = got.resource
         assert info is not None and (info.status, info.capacity, info.used) == ("ready", 200.0, 0.0)
+        assert got.cost_total == 0.25  # what the setup cost is spent by the batch
 
     def test_resource_setup_of_a_lost_worker_passes_on_with_its_checkpoint(self, store: Store) -> None:
         b = new_batch(store, 3)

@@ -46,6 +46,7 @@ class ResourceContext:
         self.batch = batch
         self.previous = previous
         self.capacity: float | None = None
+        self.cost = 0.0
         self.logger = logger
         self._checkpoint = checkpoint
 
@@ -53,6 +54,11 @@ class ResourceContext:
     def idempotency_key(self) -> str:
         """Stable for the batch: pass it to services that deduplicate requests."""
         return f"{self.batch_id}:resource"
+
+    def report_cost(self, amount: float) -> None:
+        """What setting the resource up cost (a stamp's price), in the batch's cost unit: it counts as spent by
+        the batch once the resource is stored (and against its budget)."""
+        self.cost += float(amount)
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Store a partial state durably now (a stamp bought but not yet usable, say): a setup interrupted after
@@ -112,7 +118,7 @@ def obtain(store: Store, resource: Resource, batch_pk: int, batch_id: str, worke
         except BaseException:
             store.release_resource(batch_pk, worker_pk)
             raise
-        if store.save_resource(batch_pk, worker_pk, state, ready=True, capacity=ctx.capacity):
+        if store.save_resource(batch_pk, worker_pk, state, ready=True, capacity=ctx.capacity, cost=ctx.cost):
             log.info("batch %s: resource %s set up", batch_id, type(resource).__name__)
             return state
         # This worker lost the setup (it was presumed dead meanwhile): the next look finds who has it.

@@ -178,9 +178,10 @@ class Store(Protocol):
         it (a worker no longer registered holds nothing: its successor inherits its checkpoint)."""
         ...
     def save_resource(self, batch_pk: int, worker_pk: int, state: dict[str, Any], *, ready: bool,
-                      capacity: float | None = None) -> bool:
+                      capacity: float | None = None, cost: float = 0.0) -> bool:
         """Store a checkpoint (``ready=False``) or the finished resource, if the caller still holds the set-up
-        lock; False if it does not (it was presumed dead, and another took over)."""
+        lock; False if it does not (it was presumed dead, and another took over). ``cost`` (what the setup cost)
+        is added to the batch's spent total in the same transaction."""
         ...
     def release_resource(self, batch_pk: int, worker_pk: int) -> None:
         """Let go of the set-up lock (a failed setup), keeping any checkpoint for the next one."""

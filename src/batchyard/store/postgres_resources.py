@@ -48,15 +48,16 @@ class PostgresResources:
             return ResourceClaim("setup", row["resource_state"])
 
     def save_resource(self, batch_pk: int, worker_pk: int, state: dict[str, Any], *, ready: bool,
-                      capacity: float | None = None) -> bool:
+                      capacity: float | None = None, cost: float = 0.0) -> bool:
         with self._tx() as conn:
             return conn.execute(
                 "UPDATE batches SET resource_state = %(state)s, resource_status = %(status)s, "
                 "resource_owner = %(owner)s, resource_capacity = COALESCE(%(capacity)s, resource_capacity), "
-                "updated_at = clock_timestamp() "
+                "cost_total = cost_total + %(cost)s, updated_at = clock_timestamp() "
                 "WHERE pk = %(pk)s AND resource_status = 'setup' AND resource_owner = %(worker)s",
                 {"state": Jsonb(state), "status": "ready" if ready else "setup", "owner": None if ready else worker_pk,
-                 "capacity": capacity, "pk": batch_pk, "worker": worker_pk}).rowcount == 1
+                 "capacity": capacity, "cost": cost if ready else 0.0, "pk": batch_pk,
+                 "worker": worker_pk}).rowcount == 1
 
     def release_resource(self, batch_pk: int, worker_pk: int) -> None:
         with self._tx() as conn:

@@ -49,14 +49,14 @@ class SQLiteResources:
             return ResourceClaim("setup", found)
 
     def save_resource(self, batch_pk: int, worker_pk: int, state: dict[str, Any], *, ready: bool,
-                      capacity: float | None = None) -> bool:
+                      capacity: float | None = None, cost: float = 0.0) -> bool:
         with self._write() as conn:
             return conn.execute(
                 "UPDATE batches SET resource_state = ?, resource_status = ?, resource_owner = ?, "
-                "resource_capacity = COALESCE(?, resource_capacity), updated_at = ? "
+                "resource_capacity = COALESCE(?, resource_capacity), cost_total = cost_total + ?, updated_at = ? "
                 "WHERE pk = ? AND resource_status = 'setup' AND resource_owner = ?",
                 (json.dumps(state), "ready" if ready else "setup", None if ready else worker_pk, capacity,
-                 time.time(), batch_pk, worker_pk)).rowcount == 1
+                 cost if ready else 0.0, time.time(), batch_pk, worker_pk)).rowcount == 1
 
     def release_resource(self, batch_pk: int, worker_pk: int) -> None:
         with self._write() as conn:

@@ -136,8 +136,12 @@ def budget_reached(r: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 
 
 def startable_items(pending: int, tokens: float | None, allowance: int | None) -> int:
-    """Items of a batch that may start now: pending, within its processor's rate tokens and its budget."""
-    n = pending if tokens is None else min(pending, int(tokens))
+    """Items of a batch that may start now: pending, within its processor's rate tokens and its budget.
+
+    A rate-limited batch counts as able to start one even with no token yet: it keeps a slot, so its worker
+    asks again each cycle and takes the next token when it is due, instead of retiring the batch and coming
+    back at its idle poll (seconds later on PostgreSQL), which left a small bucket mostly unused."""
+    n = pending if tokens is None else min(pending, max(1, int(tokens)))
     return n if allowance is None else min(n, allowance)
 
 

@@ -515,9 +515,11 @@ class SQLiteStore(SQLiteFiles, SQLiteResources):
     def claim(self, worker_pk: int, processors: dict[str, Any], capacity: int,
               held: dict[int, Held], only: set[str] | None = None,
               tenant_cap: int | None = None) -> ClaimResult:
-        now = time.time()
         result = ClaimResult()
         with self._write() as conn:
+            # The time once the write lock is held: read before it, a claim that waited for the lock would
+            # write an older time than the claim before it onto the rate bucket, which then refilled twice.
+            now = time.time()
             # The fence on claims too: a worker reaped since its last heartbeat must not lease items
             # under a pk that no reaper will ever look at again.
             if conn.execute("SELECT 1 FROM workers WHERE pk = ?", (worker_pk,)).fetchone() is None:

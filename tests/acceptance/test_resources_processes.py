@@ -88,7 +88,7 @@ def test_kill_9_mid_batch_then_the_rerun_reuses_the_resource(tmp_path: Path) -> 
     assert lines(f["teardowns"]) == [token]
     assert set(log_counts(Path(f["log"]))) == {str(i) for i in range(1, 31)}
     assert {line.split()[1] for line in lines(f["log"])} == {token}
-    assert "  resource closed: 30 of 100 used (30.0%)" in cli("status", "--store", tmp_path / "s.db").stdout
+    assert "  resource closed: 30 of 100 used (30%)" in cli("status", "--store", tmp_path / "s.db").stdout
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

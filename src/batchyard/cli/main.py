@@ -184,7 +184,7 @@ def _print_details(info: BatchInfo) -> None:
         out.print(f"  {info.throttled}", highlight=False)
     if info.resource is not None:
         r = info.resource
-        held = f" of {r.capacity:.6g} used ({r.utilization_percent:.1f}%)" if r.capacity else " used"
+        held = f" of {r.capacity:.6g} used ({r.utilization_percent:.3g}%)" if r.capacity else " used"
         out.print(f"  resource {r.status}: {r.used:.6g}{held}", highlight=False)
     if info.estimated_completion and not info.is_final:
         out.print(f"  estimated completion {info.estimated_completion:%Y-%m-%d %H:%M:%S} UTC", highlight=False)

@@ -58,11 +58,10 @@ class Engine:
             spec = spec.model_copy(update={"max_attempts": proc.retry.max_attempts})
         if "cost_per_item" not in spec.model_fields_set and proc.cost_per_item:
             spec = spec.model_copy(update={"cost_per_item": proc.cost_per_item, "cost_unit": proc.cost_unit})
-        if proc.cost_model is not None and not spec.cost_per_item:
-            if "cost_unit" not in spec.model_fields_set:
-                spec = spec.model_copy(update={"cost_unit": proc.cost_unit})
-            if spec.cost_estimated is None:
-                items = self._priced(proc, spec, items)
+        if "cost_unit" not in spec.model_fields_set:  # costs a processor reports are in its unit
+            spec = spec.model_copy(update={"cost_unit": proc.cost_unit})
+        if proc.cost_model is not None and not spec.cost_per_item and spec.cost_estimated is None:
+            items = self._priced(proc, spec, items)
         return self.store.create_batch(spec, items, start=start)
 
     @staticmethod

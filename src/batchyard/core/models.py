@@ -138,7 +138,7 @@ class ResourceInfo(BaseModel):
     @model_validator(mode="after")
     def _utilization(self) -> ResourceInfo:
         if self.capacity:
-            self.utilization_percent = round(100.0 * self.used / self.capacity, 3)
+            self.utilization_percent = round(100.0 * self.used / self.capacity, 4)
         return self
 
 

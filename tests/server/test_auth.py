@@ -188,3 +188,14 @@ def test_websockets_take_the_key_by_header_or_query_and_keep_tenants_apart(keyed
         assert json.loads(ws.recv(timeout=5))["event"] == "state"
     with connect(f"{url}?api_key={BETA}", open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))["error"]["code"] == "batch_not_found"
+
+
+def test_cleanup_deletes_only_the_callers_batches(keyed: Server) -> None:
+    with Client(keyed.url, api_key=ACME) as acme, Client(keyed.url, api_key=BETA) as beta:
+        a = acme.create_batch("slow", [1])
+        b = beta.create_batch("slow", [2])
+        acme.wait(a.batch_id, timeout=15)
+        beta.wait(b.batch_id, timeout=15)
+        assert acme.cleanup(days_old=0).deleted == [a.batch_id]
+        assert beta.get_batch(b.batch_id).status == "completed"
+        assert beta.cleanup(days_old=0).deleted == [b.batch_id]

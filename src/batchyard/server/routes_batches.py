@@ -5,8 +5,10 @@ Handlers are plain functions (FastAPI runs them in its thread pool): the store i
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,9 +20,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from batchyard.core.defaults import MAX_ATTEMPTS_LIMIT
 from batchyard.core.engine import Engine
-from batchyard.core.errors import IdempotencyConflict, InputError, InputProblem
+from batchyard.core.errors import IdempotencyConflict, InputError, InputProblem, NotFound
 from batchyard.core.models import BatchInfo, Estimate, FailurePolicy, ItemInfo, Priority
-from batchyard.core.states import BatchStatus, ItemStatus
+from batchyard.core.states import FINAL_BATCH, BatchStatus, ItemStatus
 from batchyard.io.nesting import json_too_deep, too_deep_message
 from batchyard.server import idempotency, submit
 from batchyard.server.deps import engine_of, owned, settings_of, tenant_of
@@ -209,7 +211,20 @@ def recover(request: Request) -> RecoverResult:
 
 @router.post("/cleanup", response_model=CleanupResult, summary="Delete final batches older than days_old")
 def cleanup(body: CleanupRequest, request: Request) -> CleanupResult:
-    deleted = engine_of(request).cleanup(body.days_old)
+    """Only the caller's tenant's batches: the server-wide sweep is ``--retention-days``."""
+    engine, tenant = engine_of(request), tenant_of(request)
+    cutoff = time.time() - body.days_old * 86400
+    old = []  # listed first, deleted after: a deleted batch cannot be the next page's cursor
+    for status in sorted(FINAL_BATCH):
+        before = None
+        while page := engine.list(status=status, tenant=tenant, limit=MAX_PAGE_SIZE, before=before):
+            old += [b.batch_id for b in page if (b.completed_at or b.updated_at).timestamp() < cutoff]
+            before = page[-1].batch_id
+    deleted = []
+    for batch_id in old:
+        with contextlib.suppress(NotFound):  # deleted meanwhile by another sweep
+            engine.store.delete_batch(batch_id)
+            deleted.append(batch_id)
     return CleanupResult(deleted=deleted, count=len(deleted))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from _receiver import Receiver
 from _serve_support import API, BIN, PROCS, Proc, Server, wait_for
 from standardwebhooks.webhooks import Webhook as Verifier
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from batchyard import Client
 from batchyard.server.webhooks import new_secret
@@ -198,3 +200,54 @@ def test_redirects_are_failures_and_410_disables_the_endpoint(start_server: Call
     finally:
         moved.close()
         gone.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_server_killed_between_attempts_resumes_them_with_the_same_id(
+        start_server: Callable[..., Server], hooks_env: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """500, (kill -9 of the server, a new one on the store), 500, 200: delivered once acknowledged, every attempt
+    with the same webhook-id and body, each verifiable, and nothing sent after the 200."""
+    monkeypatch.setenv("BATCHYARD_WEBHOOK_BACKOFF_S", "1.5")  # long enough to kill the server between attempts
+    receiver = Receiver([500, 500, 200])
+    store = tmp_path / "store.db"
+    try:
+        s = start_server("--workers", "2", "--allow-private-network", store=store)
+        with Client(s.url) as c:
+            b = c.create_batch("slow", [1], webhook=receiver.url)
+        wait_for(lambda: len(receiver.received) == 1, timeout=15)
+        s.signal(signal.SIGKILL)
+        s.wait(10)
+        s2 = start_server("--workers", "2", "--allow-private-network", store=store)
+        wait_for(lambda: len(receiver.received) == 3, timeout=30)
+        [d] = wait_for(lambda: [d for d in deliveries(s2, b.batch_id) if d["status"] == "delivered"], timeout=10)
+        assert [a["status_code"] for a in d["attempts"]] == [500, 500, 200]
+        ids = {h["webhook-id"] for h, _ in receiver.received}
+        assert ids == {d["delivery_id"]} and len({body for _, body in receiver.received}) == 1
+        for headers, body in receiver.received:
+            assert Verifier(SECRET).verify(body, headers)["data"]["batch_id"] == b.batch_id
+        time.sleep(2)  # past the backoff: an acknowledged delivery is not sent again
+        assert len(receiver.received) == 3
+    finally:
+        receiver.close()
+
+
+def test_one_tampered_byte_fails_verification(start_server: Callable[..., Server], receiver: Receiver,
+                                              hooks_env: None) -> None:
+    s = start_server("--workers", "2", "--allow-private-network")
+    with Client(s.url) as c:
+        b = c.create_batch("slow", [1], webhook=receiver.url)
+        c.wait(b.batch_id, timeout=15)
+    wait_for(lambda: receiver.received, timeout=10)
+    headers, body = receiver.received[0]
+    Verifier(SECRET).verify(body, headers)
+    for i in (0, len(body) // 2, len(body) - 1):  # any byte of the body
+        tampered = body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1:]
+        with pytest.raises(WebhookVerificationError):
+            Verifier(SECRET).verify(tampered, headers)
+    for name in ("webhook-id", "webhook-timestamp"):  # the signed headers
+        value = headers[name]
+        changed = {**headers, name: value[:-1] + ("0" if value[-1] != "0" else "1")}
+        with pytest.raises(WebhookVerificationError):
+            Verifier(SECRET).verify(body, changed)

@@ -13,6 +13,7 @@ from batchyard.core import cost
 from batchyard.core.engine import Engine
 from batchyard.core.models import BatchSpec, NewItem
 from batchyard.core.processor import Context, Item
+from batchyard.io.outputs import summary
 from batchyard.store.sqlite import SQLiteStore
 
 RAN: list[Any] = []
@@ -100,6 +101,8 @@ def test_submit_totals_the_cost_model_and_the_batch_reports_spent_and_projected(
     assert done.cost_projected == pytest.approx(20.0)
     costs = sorted(round(i.cost or 0, 6) for i in engine.items(info.batch_id))
     assert costs == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]
+    s = summary(done)  # the results' summary carries the three totals too
+    assert (s["cost"], s["cost_estimated"], s["cost_projected"], s["cost_unit"]) == (20.0, 20.0, 20.0, "EUR")
 
 
 def test_budget_pauses_the_run_and_raising_it_continues(engine: Engine) -> None:

@@ -128,10 +128,12 @@ export function batchView(main, { batchId }) {
     const previous = batch;
     batch = b;
     const text = statusText(b);
-    if (!previous || statusText(previous) !== text) {
+    if (!previous || statusText(previous) !== text || previous.throttled !== b.throttled) {
       clear(statusLine).append(badge(b.status, text), h("span", { class: "muted" }, `processor ${b.processor}`));
       if (b.status_reason) statusLine.append(h("span", { class: "muted" }, b.status_reason));
-      if (previous) announce(`Batch is now ${text}.`);
+      // Workers past their memory, disk or CPU thresholds: why nothing starts, while it lasts.
+      if (b.throttled) statusLine.append(h("span", { class: "muted" }, b.throttled));
+      if (previous && statusText(previous) !== text) announce(`Batch is now ${text}.`);
     }
     setText(description, b.description || "");
     description.hidden = !b.description;
@@ -157,12 +159,24 @@ export function batchView(main, { batchId }) {
       ["Cancelled", fmtInt(b.items_cancelled)], ["Attempts", fmtInt(b.attempts_total)],
       ["Items/s", fmtRate(b.throughput_per_s)], ["ETA", etaText(b)], ["Active time", fmtDuration(b.active_seconds)],
       ["Cost", fmtCost(b.cost_total, b.cost_unit)],
+      // Estimated and projected totals, the budget and the shared resource: only for batches that have them.
+      ...(b.cost_estimated != null ? [["Estimated cost", fmtCost(b.cost_estimated, b.cost_unit)]] : []),
+      ...(b.cost_projected != null && !FINAL.has(b.status)
+        ? [["Projected cost", fmtCost(b.cost_projected, b.cost_unit)]] : []),
+      ...(b.budget != null ? [["Budget", fmtCost(b.budget, b.cost_unit) || "0"]] : []),
+      ...(b.resource ? [["Resource", resourceText(b.resource)]] : []),
     ];
-    if (counters.children.length !== stats.length) {
+    if (counters.children.length !== stats.length
+        || stats.some(([k], i) => counters.children[i].dataset.counter !== k)) {
       clear(counters).append(...stats.map(([k]) => h("div", { dataset: { counter: k } }, h("dt", {}, k), h("dd"))));
     }
     stats.forEach(([, v], i) => setText(counters.children[i].lastChild, v));
     renderProps(b);
+  }
+
+  function resourceText(r) {
+    if (!r.capacity) return `${r.status}, ${fmtInt(r.used)} used`;
+    return `${r.status}, ${fmtInt(r.used)} of ${fmtInt(r.capacity)} used (${r.utilization_percent}%)`;
   }
 
   let propsKey = null;

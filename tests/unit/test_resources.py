@@ -141,3 +141,20 @@ def test_a_failing_setup_fails_the_items_it_held_and_the_next_setup_runs_them(tm
     err = failed_once[0].errors[0]
     assert err.type == "ResourceUnavailable"
     assert "the batch's resource (Session) could not be set up: ConnectionError: the service is down" in err.message
+
+
+def test_a_sample_sets_the_resource_up_and_the_run_reuses_it(tmp_path: Path) -> None:
+    from batchyard.core.engine import Engine
+
+    resource, seen = Session(), []
+    proc = make_processor(resource, seen)
+    engine = Engine(SQLiteStore(tmp_path / "r.db"))
+    est = engine.estimate(BatchSpec(processor=proc.name), [NewItem(payload=i) for i in range(8)], sample=3, seed=1)
+    assert est.sample is not None and est.sample.succeeded == 3 and resource.setups == 1
+    kept = engine.status(est.batch_id).resource
+    assert kept is not None and (kept.status, kept.used) == ("ready", 30.0)
+    engine.start(est.batch_id)
+    done = engine.run(est.batch_id)
+    assert done.status == "completed" and done.items_succeeded == 8
+    assert resource.setups == 1 and len(resource.teardowns) == 1
+    assert len(seen) == 8

@@ -155,9 +155,9 @@ class AsyncClient:
         return await self._do(c.set_budget(batch_id, budget, resume))
 
     async def estimate(self, processor: str, items: list[Any] | None = None, *, input_uri: str | None = None,
-                 input_format: str | None = None, params: dict[str, Any] | None = None, parallel_jobs: int = 8,
-                 sample: int = 0, seed: int | None = None, budget: float | None = None,
-                 start: bool = False) -> Estimate:
+                       input_format: str | None = None, params: dict[str, Any] | None = None,
+                       parallel_jobs: int = 8, sample: int = 0, seed: int | None = None,
+                       budget: float | None = None, start: bool = False) -> Estimate:
         """Count, estimated cost and duration: by the cost model (nothing created), or with ``sample`` by running
         that many random items for real; the sampled batch is created (``Estimate.batch_id``), pending unless
         ``start``."""

@@ -348,6 +348,11 @@ class Worker:
         self._events: dict[int, asyncio.Event] = {}
         self._failed: BaseException | None = None
         self.recorded = 0
+        self._flushed = 0  # outcomes handed to the store so far (accepted or refused)
+        # An item lost with its worker past its max_attempts, waiting to run alone (see _alone), and the
+        # value of _flushed when it was started (None: not yet).
+        self._suspect: tuple[Runner, Claimed] | None = None
+        self._suspect_mark: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -458,7 +463,9 @@ class Worker:
                 self._check_states()
                 next_state = now + defaults.STATE_POLL_SECONDS
             throttled = self.throttle is not None and self._over_thresholds(now, heartbeat_every)
-            if (now >= next_claim or self._hungry()) and not throttled:
+            if self._suspect is not None:
+                self._run_suspect()
+            elif (now >= next_claim or self._hungry()) and not throttled:
                 got = self._claim()
                 next_claim = now + (defaults.FLUSH_SECONDS if got else
                                     defaults.IDLE_POLL_SECONDS if self.runners else idle_poll)
@@ -537,6 +544,8 @@ class Worker:
                 runner = self.runners[pk] = Runner(self, rt, self.processors[rt.processor])
             items = res.items.get(pk)
             if items:
+                items = self._alone(runner, items)
+            if items:
                 runner.add(items)
                 n += len(items)
             rt = res.batches.get(pk)
@@ -551,6 +560,47 @@ class Worker:
                 self._release(runner)
             self._retire_if_idle(pk, runner)
         return n
+
+    # An item whose worker died is claimed again with one more attempt counted, and so is every item that
+    # worker held. One claimed past its max_attempts was lost beyond what its processor may use: it may be the
+    # item that kills its worker (a crash in native code, os._exit, the OOM killer). It runs alone, nothing
+    # else buffered or in flight in this worker, so that if it kills the worker again only its own count
+    # goes up: the items that were merely claimed with it are not failed as lost alongside it when the store
+    # gives up on it (max_attempts + LOST_ATTEMPTS_GRACE losses).
+
+    def _alone(self, runner: Runner, items: list[Claimed]) -> list[Claimed]:
+        """The claimed items to run now: all, or none while an item lost past its attempts waits to run
+        alone; the others go straight back (their attempt uncounted)."""
+        if self._suspect is None:
+            first = next((c for c in items if c[4] > runner.rt.max_attempts), None)
+            if first is None:
+                return items
+            self._suspect, self._suspect_mark = (runner, first), None
+            items = [c for c in items if c is not first]
+            for r in self.runners.values():
+                self._release(r)
+        if items:
+            assert self.worker_pk is not None
+            self.store.release(self.worker_pk, runner.rt.pk, [c[0] for c in items])
+        return []
+
+    def _run_suspect(self) -> None:
+        """Start the item set aside by _alone once nothing else runs or waits to be recorded; resume claiming
+        once its outcome is recorded."""
+        assert self._suspect is not None and self.worker_pk is not None
+        runner, c = self._suspect
+        if self._suspect_mark is not None:
+            if self._flushed > self._suspect_mark:
+                self._suspect = None
+            return
+        if runner.closed or runner.grant == 0:  # its batch was paused or cancelled meanwhile
+            self.store.release(self.worker_pk, runner.rt.pk, [c[0]])
+            self._suspect = None
+        elif not self.outcomes and not any(r.current or r.buffer for r in self.runners.values()):
+            log.warning("item %s of batch %s was lost with its worker past its %d attempts: running it alone",
+                        c[2] if c[2] is not None else c[1], runner.rt.batch_id, runner.rt.max_attempts)
+            self._suspect_mark = self._flushed
+            runner.add([c])
 
     def _retire_if_idle(self, pk: int, runner: Runner) -> None:
         if runner.grant == 0 and not runner.buffer and not runner.current:
@@ -576,6 +626,7 @@ class Worker:
                 raise
             failpoints.hit("after_commit")
             self.recorded += res.accepted
+            self._flushed += len(batch)
             if res.refused:
                 log.warning("%d outcomes refused: their leases had been taken over", res.refused)
         if self.usage:
@@ -632,9 +683,15 @@ class Worker:
             r.close()
         self.runners.clear()
         self.outcomes.clear()
+        self._suspect = None
         self.worker_pk = self.store.register_worker(self.name, sorted(self.processors), self.concurrency)
 
     def _shutdown(self) -> None:
+        if self._suspect is not None and self._suspect_mark is None:  # set aside, never started: back it goes
+            runner, c = self._suspect
+            assert self.worker_pk is not None
+            self.store.release(self.worker_pk, runner.rt.pk, [c[0]])
+        self._suspect = None
         for r in self.runners.values():
             r.set_grant(0)
             self._release(r)

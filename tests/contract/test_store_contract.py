@@ -956,6 +956,13 @@ class StoreContract:
         assert stats["n"] == {"count": 3, "mean": 2.0, "min": 1, "max": 3, "sum": 6}
         assert stats["offset"]["mean"] == -0.5 and stats["scores.conf"]["max"] == 1.0
 
+    def test_result_stats_name_fields_plainly(self, store: Store, worker: int) -> None:
+        b = new_batch(store, 1)
+        pk, got = claim_batch(store, worker, b)
+        store.record(worker, [ok(pk, got[0], {"offset_seconds": 1.5, "method-results": {"mfcc_conf": 0.5},
+                                              'odd"key': 2})])
+        assert set(store.result_stats(b.batch_id)) == {"offset_seconds", "method-results.mfcc_conf", 'odd"key'}
+
     def test_timeline_counts_outcomes_per_bucket_with_gaps_filled(self, store: Store, worker: int) -> None:
         b = new_batch(store, 6)
         pk, got = claim_batch(store, worker, b)

@@ -456,8 +456,9 @@ class SQLiteStore(SQLiteFiles, SQLiteResources):
         row = self._batch_row(batch_id)
         rows = self._conn().execute(Q["result_stats"], {"first": row["first_item"], "last": row["last_item"],
                                                         "limit": limit}).fetchall()
-        return {r[0]: {"count": r[1], "mean": r[2] / r[1], "min": r[3], "max": r[4], "sum": r[2]}
-                for r in sorted(rows, key=lambda r: r[0])}
+        out = {_dotted(r[0]): {"count": r[1], "mean": r[2] / r[1], "min": r[3], "max": r[4], "sum": r[2]}
+               for r in rows}
+        return dict(sorted(out.items()))
 
     def timeline(self, batch_id: str, bucket_seconds: float | None = None) -> list[TimelinePoint]:
         row = self._batch_row(batch_id)
@@ -952,6 +953,15 @@ def _batch_info(r: sqlite3.Row) -> BatchInfo:
         active += max(0.0, time.time() - r["running_since"])
     return batch_info(r, json.loads(r["spec"]), active, ts(r["created_at"]), ts(r["started_at"]),
                       ts(r["completed_at"]), ts(r["updated_at"]))
+
+
+_KEY = re.compile(r'("(?:[^"\\]|\\.)*")|([^.]+)')
+
+
+def _dotted(path: str) -> str:
+    """json_tree's path (keys that are not plain identifiers come quoted, JSON-escaped:
+    ``"offset_seconds".x``) as the dotted field name PostgreSQL gives (``offset_seconds.x``)."""
+    return ".".join(json.loads(quoted) if quoted else plain for quoted, plain in _KEY.findall(path))
 
 
 def _item_info(batch_id: str, first: int, r: sqlite3.Row) -> ItemInfo:

@@ -22,3 +22,15 @@ def test_throughput_benchmark_small() -> None:
                 "b_batchyard_run_per_s", "b_threadpool64_per_s"):
         assert figures[key] > 0, key
     assert figures["a_peak_rss_mb"] < 300
+
+
+@pytest.mark.timeout(300)
+def test_load_benchmark_small() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "load.py"), "--n", "2000", "--clients", "10", "--ramp", "50,100",
+                           "--step-s", "1", "--ramp-items", "3000", "--json"], capture_output=True, text=True,
+                          timeout=280)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["requests"] > 0 and figures["errors"] == 0, figures
+    assert figures["alone_items_per_s"] > 0 and figures["throughput_ratio"] > 0
+    assert [s["target_per_s"] for s in figures["ramp"]][:1] == [50]

@@ -8,8 +8,8 @@ microseconds and never buffer a response. Order, outermost first (``install``): 
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +25,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 
 Scope = dict[str, Any]
+
+
+def _new_id() -> str:
+    # Unique enough to find a log line, and nothing to guess: Python's generator, not the OS's random source
+    # (a system call on the event loop for every request; 6% of the API's time under polling load).
+    return f"{random.getrandbits(64):016x}"
 
 
 def request_id_of(conn: HTTPConnection) -> str | None:
@@ -47,7 +53,7 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope.get("headers") or () if k == b"x-request-id"), None)
-        rid = given.decode() if given is not None and _SANE_ID.fullmatch(given) else secrets.token_hex(8)
+        rid = given.decode() if given is not None and _SANE_ID.fullmatch(given) else _new_id()
         scope.setdefault("state", {})["request_id"] = rid  # the same dict Request.state reads
         header = (b"x-request-id", rid.encode())
 

@@ -148,7 +148,7 @@ def test_status_and_list_print_what_the_local_commands_print(server: Server, tmp
 
 
 def test_pause_resume_cancel_and_watch(server: Server, tmp_path: Path) -> None:
-    batch_id, _ = submit(server, write_lines(tmp_path / "ids.txt", range(30)), "-p", "slow", "--param", "ms=200",
+    batch_id, _ = submit(server, write_lines(tmp_path / "ids.txt", range(30)), "-p", "slow", "--param", "ms=1000",
                          "--parallel", "1")
 
     paused = remote(server, "pause", batch_id)

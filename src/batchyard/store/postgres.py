@@ -13,7 +13,9 @@ PostgreSQL is the coordinator, nothing else is:
 * ``create_batch`` and the start/resume/retry transitions ``NOTIFY batchyard_work``; ``wait_for_work``
   LISTENs on a dedicated connection so idle workers start new work at once instead of at their next poll.
 * Every writer locks a batch row before any of its items, and reaping/unregistering take the claim lock
-  first: one lock order, so transactions wait for each other but never deadlock.
+  first: one lock order, so transactions wait for each other but never deadlock. Group commits are the
+  exception, for speed: they lock their worker's row, then their leased items, then the batch row last
+  (see ``record``), so that workers sharing a batch commit in parallel.
 
 The schema is only created automatically in an empty database (or schema); anything else that is older
 or newer than this code refuses to open with ``SchemaVersionError``, and ``batchyard db upgrade`` migrates.
@@ -641,8 +643,13 @@ class PostgresStore(PostgresFiles, PostgresService, PostgresResources):
         res = RecordResult()
         stats: dict[str, Stats] = {}
         with self._tx() as conn:
-            # Batch rows first, in pk order: the lock order every writer keeps.
-            conn.execute(Q["lock_batches"], {"pks": sorted(groups)}).fetchall()
+            # Not the batch rows first, unlike every other writer: each batch's items, then its row (the
+            # record statement updates the counters after the items), so that the group commits of workers
+            # sharing a batch overlap, each holding the batch row only for its counter update. That cannot
+            # deadlock: the writers that lock a batch row and then items never wait on items leased to a
+            # live worker (claims skip locked rows; cancel and retry touch pending and failed items), and a
+            # reaper of this worker deletes its row first, so this lock on the row makes it wait for us.
+            conn.execute(Q["lock_worker"], {"pk": worker_pk})
             for pk in sorted(groups):
                 group = groups[pk]
                 row = conn.execute(Q["record"], {"outcomes": _no_nul(blobs[pk]), "pk": pk,

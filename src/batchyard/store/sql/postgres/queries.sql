@@ -200,6 +200,10 @@ UPDATE workers SET heartbeat_at = clock_timestamp(), running = %(running)s WHERE
 -- name: worker_exists
 SELECT 1 FROM workers WHERE pk = %(pk)s;
 
+-- A group commit's fence against its own reaper, who must delete the row before taking the items back.
+-- name: lock_worker
+SELECT 1 FROM workers WHERE pk = %(pk)s FOR KEY SHARE;
+
 -- name: all_workers
 SELECT * FROM workers ORDER BY pk;
 

@@ -14,8 +14,8 @@ Baselines, measured in the same run:
   shapes and at the chunk size batchyard's worker claims no-op items with (``--bare-chunk``; also at 100,
   the chunk of earlier measurements, for reference);
 - ``ThreadPoolExecutor(64)`` of the same 10 ms function, in memory, for the 10 ms workload;
-- the idle fleet: 4 idle ``batchyard worker`` processes, and the transactions per second they cost the
-  database (``pg_stat_database.xact_commit``; statements too when ``pg_stat_statements`` is loaded).
+- the idle fleet: 4 idle ``batchyard worker`` processes, and the statements per second they send (counted in
+  their psycopg) and transactions per second they cost the database (``pg_stat_database.xact_commit``).
 
 The server is ``--pg`` (default ``$BATCHYARD_TEST_PG`` or ``postgresql://postgres@127.0.0.1:5432/postgres``); the
 benchmark creates a database of its own there and drops it at the end. Usage:
@@ -94,13 +94,49 @@ def fresh_schema(db_url: str, dbname: str) -> str:
 # -- batchyard worker processes ---------------------------------------------------------------------------
 
 
+# ``batchyard worker`` with every statement its psycopg sends counted (each execute; BEGIN and COMMIT around
+# each transaction), the running total written to $BATCHYARD_BENCH_COUNT twice a second: the idle fleet's
+# queries, counted where they are made (the server counts them only with pg_stat_statements preloaded).
+COUNTING_WORKER = """
+import os, sys, threading, time
+import psycopg
+from batchyard.cli.main import main
+sent = [0]
+def counted(fn, n):
+    def wrapper(*args, **kwargs):
+        sent[0] += n
+        return fn(*args, **kwargs)
+    return wrapper
+psycopg.Cursor.execute = counted(psycopg.Cursor.execute, 1)
+psycopg.Transaction.__enter__ = counted(psycopg.Transaction.__enter__, 1)
+psycopg.Transaction.__exit__ = counted(psycopg.Transaction.__exit__, 1)
+def report():
+    path = os.environ["BATCHYARD_BENCH_COUNT"]
+    while True:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(sent[0]))
+        os.replace(path + ".tmp", path)
+        time.sleep(0.5)
+threading.Thread(target=report, daemon=True).start()
+sys.argv[0] = "batchyard"
+main()
+"""
+
+
 @contextmanager
-def worker_fleet(store_url: str, n: int) -> Iterator[Store]:
-    """``n`` idle ``batchyard worker`` processes on the store, registered; stopped (SIGTERM) at the end."""
+def worker_fleet(store_url: str, n: int, count_in: Path | None = None) -> Iterator[Store]:
+    """``n`` idle ``batchyard worker`` processes on the store, registered; stopped (SIGTERM) at the end.
+    With ``count_in``, each counts the statements it sends, in ``count_in/<i>``."""
     store = open_store(store_url)  # creates the schema before the workers race to
-    procs = [subprocess.Popen([BATCHYARD, "worker", "--store", store_url, "--concurrency", str(IN_FLIGHT),
-                               "--name", f"bench-{i}", "--log-level", "warning"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(n)]
+    args = ["worker", "--store", store_url, "--concurrency", str(IN_FLIGHT), "--log-level", "warning"]
+    procs = []
+    for i in range(n):
+        cmd = [BATCHYARD, *args, "--name", f"bench-{i}"]
+        env = dict(os.environ)
+        if count_in is not None:
+            cmd = [sys.executable, "-c", COUNTING_WORKER, *args, "--name", f"bench-{i}"]
+            env["BATCHYARD_BENCH_COUNT"] = str(count_in / str(i))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     try:
         deadline = time.monotonic() + 60
         while len(store.list_workers()) < n:
@@ -251,26 +287,24 @@ def threadpool(n: int, workers: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, seconds: float) -> dict[str, Any]:
-    """Transactions (and statements, when pg_stat_statements is loaded) per second of IDLE_FLEET idle workers.
+def idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, seconds: float,
+               work: Path) -> dict[str, Any]:
+    """Statements and transactions per second of IDLE_FLEET idle ``batchyard worker`` processes.
 
-    PostgreSQL backends report their counters at most once a second while busy and within 10 s while idle,
-    so the window opens after a warm-up and is long enough for that lag to matter little."""
-    def sample(admin: psycopg.Connection[Any]) -> tuple[int, int | None]:
+    Statements are counted by the workers' psycopg; transactions by the server (``pg_stat_database``), whose
+    backends report at most once a second while busy and within 10 s while idle: the window opens after a
+    warm-up and is long enough for that lag to matter little."""
+    counts = work / "counts"
+    counts.mkdir(exist_ok=True)
+
+    def sample(admin: psycopg.Connection[Any]) -> tuple[int, int]:
         admin.execute("SELECT pg_stat_clear_snapshot()")
         row = admin.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
                             (dbname,)).fetchone()
         assert row is not None
-        calls = None
-        try:
-            stmt = admin.execute("SELECT sum(calls)::bigint FROM pg_stat_statements s JOIN pg_database d "
-                                 "ON d.oid = s.dbid WHERE d.datname = %s", (dbname,)).fetchone()
-            calls = int(stmt[0] or 0) if stmt else None
-        except psycopg.Error:  # not installed, or not loaded by shared_preload_libraries
-            pass
-        return int(row[0]), calls
+        return int(row[0]), sum(int(f.read_text() or 0) for f in counts.iterdir() if f.suffix != ".tmp")
 
-    with worker_fleet(store_url, IDLE_FLEET), psycopg.connect(admin_url, autocommit=True) as admin:
+    with worker_fleet(store_url, IDLE_FLEET, counts), psycopg.connect(admin_url, autocommit=True) as admin:
         time.sleep(warmup)
         x0, c0 = sample(admin)
         t = time.perf_counter()
@@ -278,8 +312,7 @@ def idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, secon
         x1, c1 = sample(admin)
         elapsed = time.perf_counter() - t
     return {"idle_workers": IDLE_FLEET, "idle_seconds": round(elapsed, 1),
-            "idle_xacts_per_s": round((x1 - x0) / elapsed, 2),
-            "idle_statements_per_s": round((c1 - c0) / elapsed, 2) if c0 is not None and c1 is not None else None}
+            "idle_xacts_per_s": round((x1 - x0) / elapsed, 2), "idle_statements_per_s": round((c1 - c0) / elapsed, 2)}
 
 
 def load() -> str:
@@ -320,7 +353,8 @@ def main() -> None:
                 r["bare100"] = bare_loop(fresh_schema(db_url, dbname), args.n, 100)
                 r["pool"] = threadpool(args.sleep_n, IN_FLIGHT)
                 rounds.append(r)
-            idle = idle_fleet(args.pg, dbname, fresh_schema(db_url, dbname), args.idle_warmup, args.idle_seconds)
+            idle = idle_fleet(args.pg, dbname, fresh_schema(db_url, dbname), args.idle_warmup, args.idle_seconds,
+                              work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -369,10 +403,8 @@ def main() -> None:
     print(f"    SQLite, 1 worker           {lite[1]:>10,.0f} items/s   "
           f"{figures['sqlite_1_sleep_vs_threadpool']:.2f} of ThreadPoolExecutor(64)")
     print(f"    ThreadPoolExecutor(64)     {pool:>10,.0f} items/s   (in memory)")
-    stmts = idle["idle_statements_per_s"]
-    print(f"idle fleet: {IDLE_FLEET} workers, {idle['idle_xacts_per_s']:.2f} transactions/s"
-          + (f", {stmts:.2f} statements/s" if stmts is not None else " (pg_stat_statements not loaded)")
-          + f" over {idle['idle_seconds']:g} s (target < 10 queries/s)")
+    print(f"idle fleet: {IDLE_FLEET} workers, {idle['idle_statements_per_s']:.2f} statements/s "
+          f"({idle['idle_xacts_per_s']:.2f} transactions/s) over {idle['idle_seconds']:g} s (target < 10 queries/s)")
     if args.json:
         print(json.dumps(figures))
 

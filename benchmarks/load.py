@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second per client")
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--ramp", type=lambda s: [int(x) for x in s.split(",") if x], default=[
-        250, 500, 750, 1000, 1500, 2000], help="request rates of the ramp, comma-separated ('' to skip)")
+        200, 300, 400, 500, 750, 1000, 1500, 2000], help="request rates of the ramp, comma-separated ('' to skip)")
     parser.add_argument("--step-s", type=float, default=5.0, help="seconds per ramp step")
     parser.add_argument("--ramp-processor", default="sleep", help="the ramp's batch: 10 ms sleeps by default")
     parser.add_argument("--ramp-parallel", type=int, default=64)

@@ -287,15 +287,21 @@ def threadpool(n: int, workers: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, seconds: float,
-               work: Path) -> dict[str, Any]:
+def idle_fleet(admin_url: str, warmup: float, seconds: float, work: Path) -> dict[str, Any]:
     """Statements and transactions per second of IDLE_FLEET idle ``batchyard worker`` processes.
 
-    Statements are counted by the workers' psycopg; transactions by the server (``pg_stat_database``), whose
-    backends report at most once a second while busy and within 10 s while idle: the window opens after a
-    warm-up and is long enough for that lag to matter little."""
+    Statements are counted by the workers' psycopg; transactions by the server (``pg_stat_database``) in a
+    database of their own (the other runs' tables would bring autovacuum's transactions), whose backends
+    report at most once a second while busy and within 10 s while idle: the window opens after a warm-up
+    and is long enough for that lag to matter little."""
     counts = work / "counts"
     counts.mkdir(exist_ok=True)
+    with throwaway_database(admin_url) as dbname:
+        return _idle_fleet(admin_url, dbname, with_db(admin_url, dbname), warmup, seconds, counts)
+
+
+def _idle_fleet(admin_url: str, dbname: str, store_url: str, warmup: float, seconds: float,
+                counts: Path) -> dict[str, Any]:
 
     def sample(admin: psycopg.Connection[Any]) -> tuple[int, int]:
         admin.execute("SELECT pg_stat_clear_snapshot()")
@@ -353,8 +359,7 @@ def main() -> None:
                 r["bare100"] = bare_loop(fresh_schema(db_url, dbname), args.n, 100)
                 r["pool"] = threadpool(args.sleep_n, IN_FLIGHT)
                 rounds.append(r)
-            idle = idle_fleet(args.pg, dbname, fresh_schema(db_url, dbname), args.idle_warmup, args.idle_seconds,
-                              work)
+        idle = idle_fleet(args.pg, args.idle_warmup, args.idle_seconds, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -260,3 +261,45 @@ def _reachable(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+
+def test_worker_and_serve_never_print_the_database_password(pg_url: str) -> None:
+    """The store URL they print has its password masked, given in the user part or as a parameter. (The test
+    server trusts local connections, so a made-up password still connects; a real one in BATCHYARD_TEST_PG is
+    used as it is.)"""
+    parts = urlsplit(pg_url)
+    secret = parts.password or "s3cret-not-to-be-printed"
+    netloc = parts.netloc if parts.password else f"{parts.username}:{secret}@{parts.hostname}:{parts.port}"
+    in_user = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    in_param = pg_url if parts.password else f"{pg_url}&password={secret}"
+    batchyard = str(Path(sys.executable).parent / "batchyard")
+    store = _store(pg_url)
+    try:
+        for url in (in_user, in_param):
+            worker = subprocess.Popen([batchyard, "worker", "--store", url], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(lambda w=worker: store.list_workers() or w.poll() is not None, 30, "the worker to start")
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                out, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
+            assert "worker " in err and (":***@" in err or "password=***" in err), err
+            assert secret not in out + err
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = subprocess.Popen([batchyard, "serve", "--workers", "0", "--store", url, "--port", str(port)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(lambda p=port, s=server: _reachable(p) or s.poll() is not None, 30,
+                         "the server to listen", every=0.1)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                out, err = server.communicate(timeout=30)
+            assert "batchyard serving" in err and "***" in err, err
+            assert secret not in out + err
+    finally:
+        store.close()

@@ -1,5 +1,6 @@
 """Inputs and outputs stream: a million-line input is read and validated in flat memory, and exports do
-not grow with the batch. Peak RSS is measured in a fresh subprocess (``resource.getrusage``)."""
+not grow with the batch. Peak RSS is measured in a fresh subprocess, as VmHWM from /proc: getrusage's
+ru_maxrss survives exec, so a child forked from a pytest worker that has grown would report the worker's size."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ N = 1_000_000
 RSS_LIMIT_MB = 150
 
 READ = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
+
+    def peak_mb():  # VmHWM: the peak RSS since exec
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
     sys.path.insert(0, {here!r})
     import sample_processors
     from batchyard.io.inputs import open_input
@@ -29,7 +34,7 @@ READ = textwrap.dedent("""
         n += 1
         keyed += key is not None
     print(json.dumps({{"n": n, "keyed": keyed,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "rss_mb": peak_mb()}}))
 """)
 
 
@@ -75,7 +80,11 @@ def test_million_item_json_array_streams(tmp_path: Path) -> None:
 
 
 EXPORT = textwrap.dedent("""
-    import io, json, resource, sys
+    import io, json, sys
+
+    def peak_mb():  # VmHWM: the peak RSS since exec
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
     from batchyard.store.sqlite import SQLiteStore
     from batchyard.io import outputs
     from batchyard.io.manifest import write_manifest
@@ -94,7 +103,7 @@ EXPORT = textwrap.dedent("""
     else:
         n = outputs.write_results(store, {batch!r}, sink, {fmt!r})
     print(json.dumps({{"n": n, "bytes": sink.n,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "rss_mb": peak_mb()}}))
 """)
 
 

@@ -16,11 +16,9 @@ it would make and the draft it would write, and makes no request and writes noth
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 import batchyard
+from batchyard.core.retry import retry_after_seconds
 
 PROCESSOR = "upc-lookup"
 DATA_ENV = "UPC_LOOKUP_DATA"
@@ -79,19 +78,6 @@ def http() -> httpx.Client:
     return client
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 def lookup(url: str, key: str) -> dict[str, Any]:
     r = http().get(url, headers={"Idempotency-Key": key, "Accept": "application/json"})
     if r.status_code == 200:
@@ -99,7 +85,7 @@ def lookup(url: str, key: str) -> dict[str, Any]:
     if r.status_code == 404:
         raise batchyard.PermanentError(f"not in the catalogue ({url})")
     if r.status_code in (429, 503):
-        wait = retry_after(r.headers.get("Retry-After"))
+        wait = retry_after_seconds(r.headers.get("Retry-After"))
         message = f"HTTP {r.status_code} from the catalogue"
         if wait is not None:
             raise batchyard.RetryAfter(wait, f"{message}; retrying after {wait:g}s as it asked")

@@ -315,7 +315,9 @@ def test_what_each_answer_of_the_catalogue_leads_to() -> None:
     404 -> a permanent failure."""
     sys.path.insert(0, str(EXAMPLE))
     try:
-        from processors import lookup, retry_after
+        from processors import lookup
+
+        from batchyard.core.retry import retry_after_seconds as retry_after
     finally:
         sys.path.remove(str(EXAMPLE))
     told = start_catalogue("--fail-503", "1.0", "--retry-after", "2.5")

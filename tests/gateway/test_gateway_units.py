@@ -7,10 +7,10 @@ import json
 import pytest
 
 from batchyard.core.errors import ConfigError
+from batchyard.core.retry import retry_after_seconds
 from batchyard.gateway import batches
 from batchyard.gateway.config import GatewayConfig
 from batchyard.gateway.processor import estimate_tokens, usage_of
-from batchyard.gateway.upstream import retry_after_seconds
 from batchyard.server.settings import Settings
 
 

@@ -16,13 +16,12 @@
 
 from __future__ import annotations
 
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from batchyard.core.errors import BatchyardError, NotFound
+from batchyard.core.retry import retry_after_seconds
 
 
 class ApiError(BatchyardError):
@@ -91,19 +90,6 @@ def from_response(response: httpx.Response) -> ApiError:
     cls = _BY_STATUS.get(response.status_code, ServerError if response.status_code >= 500 else ApiError)
     if cls is RateLimitedError:
         return RateLimitedError(response.status_code, code, message, details,
-                                retry_after=retry_after(response.headers.get("Retry-After")))
+                                retry_after=retry_after_seconds(response.headers.get("Retry-After")))
     return cls(response.status_code, code, message, details)
 
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110); None if absent or bad."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None

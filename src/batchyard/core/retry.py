@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
+import time
 from dataclasses import dataclass
 
 
@@ -64,3 +66,18 @@ def decide(
     if retry_after is not None:
         return Retry(now + max(0.0, retry_after))
     return Retry(now + policy.delay(attempt, rng))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110), never
+    negative; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -28,8 +28,8 @@ import httpx
 
 from batchyard.core.errors import PermanentError, RetryAfter
 from batchyard.core.processor import Context, Item, processor
-from batchyard.core.retry import RetryPolicy
-from batchyard.gateway.upstream import PROCESSOR, gateway, retry_after_seconds
+from batchyard.core.retry import RetryPolicy, retry_after_seconds
+from batchyard.gateway.upstream import PROCESSOR, gateway
 from batchyard.server.settings import Settings
 
 # Codes of the error lines, by the name of the exception that failed the item (what the store keeps).

@@ -9,7 +9,6 @@ separate ``batchyard worker`` loading this processor builds it from the environm
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import threading
 import time
@@ -126,21 +125,6 @@ class Gateway:
         for up in self.config.upstreams:
             out[up.url] = limits.describe(self.store.get_shared_state(up.limit_key), now)
         return out
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 _gateway: Gateway | None = None
